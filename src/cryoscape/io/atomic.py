@@ -26,6 +26,12 @@ def check_output_path(path: str | os.PathLike, force: bool = False) -> Path:
     return p
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place on success.
@@ -39,6 +45,7 @@ def atomic_path(path: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():

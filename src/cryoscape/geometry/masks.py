@@ -1,0 +1,50 @@
+"""Real-space masks on the centred grid (origin at pixel/voxel ``D//2``).
+
+Radii are in pixels; distances are measured from the centre index ``D//2`` on
+every axis. Arrays are ``[z, y, x]`` / ``[y, x]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["radius_grid", "soft_sphere_mask", "circle_mask"]
+
+
+def radius_grid(D: int, ndim: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Distance in pixels from the centre ``D//2``, ``[D]*ndim`` float64."""
+    if ndim not in (1, 2, 3):
+        raise ValueError(f"ndim must be 1, 2 or 3; got {ndim}")
+    c = torch.arange(D, dtype=torch.float64, device=device) - D // 2
+    grids = torch.meshgrid(*([c] * ndim), indexing="ij")
+    return torch.sqrt(sum(g * g for g in grids))
+
+
+def soft_sphere_mask(
+    D: int,
+    radius_px: float,
+    edge_px: float = 3.0,
+    ndim: int = 3,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Sphere (``ndim=3``) or disc (``ndim=2``) mask with a raised-cosine edge, ``[D]*ndim`` float32.
+
+    1 for ``r <= radius_px``, ``0.5 · (1 + cos(π (r - radius_px) / edge_px))``
+    for ``radius_px < r < radius_px + edge_px``, 0 beyond. ``edge_px = 0``
+    gives a hard mask.
+    """
+    if radius_px < 0 or edge_px < 0:
+        raise ValueError(f"radius_px and edge_px must be non-negative; got {radius_px}, {edge_px}")
+    r = radius_grid(D, ndim, device)
+    if edge_px == 0:
+        return (r <= radius_px).to(torch.float32)
+    t = ((r - radius_px) / edge_px).clamp(0.0, 1.0)
+    return (0.5 * (1.0 + torch.cos(math.pi * t))).to(torch.float32)
+
+
+def circle_mask(D: int, radius_px: float | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """2D boolean disc ``[D, D]``: True where the distance from ``D//2`` is ``<= radius_px`` (default ``D//2``)."""
+    radius = D // 2 if radius_px is None else radius_px
+    return radius_grid(D, 2, device) <= radius
