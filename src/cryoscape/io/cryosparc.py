@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation
+from cryoscape.geometry.rotations import cryosparc_pose_to_matrix, matrix_to_cryosparc_pose
 
 from cryoscape.errors import InputError
 from cryoscape.io.atomic import atomic_path
@@ -64,7 +64,7 @@ def cs_has_ctf(arr: np.ndarray) -> bool:
 def cs_poses(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rotations ``(N,3,3)`` (volume → particle frame) and shifts ``(N,2)`` in pixels (RELION origin sign)."""
     pose = np.asarray(arr["alignments3D/pose"], dtype=np.float64).reshape(-1, 3)
-    rot = Rotation.from_rotvec(pose).as_matrix().transpose(0, 2, 1)
+    rot = cryosparc_pose_to_matrix(pose)
     if "alignments3D/shift" in arr.dtype.names:
         shift = np.asarray(arr["alignments3D/shift"], dtype=np.float64).reshape(-1, 2)
     else:
@@ -75,7 +75,7 @@ def cs_poses(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def matrices_to_cs_pose(rotations: np.ndarray) -> np.ndarray:
     """Inverse of the pose convention: ``(N,3,3)`` matrices → ``(N,3)`` axis-angle vectors."""
     r = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3)
-    return Rotation.from_matrix(r.transpose(0, 2, 1)).as_rotvec()
+    return matrix_to_cryosparc_pose(r)
 
 
 def _field(arr: np.ndarray, name: str, default: float) -> np.ndarray:

@@ -32,8 +32,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.spatial.transform import Rotation
 
+from cryoscape.geometry.rotations import euler_relion_to_matrix, matrix_to_euler_relion
 from cryoscape.errors import InputError
 from cryoscape.io import cryodrgn as _drgn
 from cryoscape.io import cryosparc as _cs
@@ -73,16 +73,12 @@ _DEFAULT_Q = 0.1  # RELION's default amplitude contrast
 
 def euler_to_matrix(angles_deg: np.ndarray) -> np.ndarray:
     """RELION (rot, tilt, psi) in degrees ``(N,3)`` → rotation matrices ``(N,3,3)``."""
-    a = np.asarray(angles_deg, dtype=np.float64).reshape(-1, 3)
-    return Rotation.from_euler("ZYZ", a, degrees=True).as_matrix().transpose(0, 2, 1)
+    return euler_relion_to_matrix(np.asarray(angles_deg, dtype=np.float64).reshape(-1, 3))
 
 
 def matrix_to_euler(rotations: np.ndarray) -> np.ndarray:
     """Rotation matrices ``(N,3,3)`` → RELION (rot, tilt, psi) in degrees ``(N,3)``."""
-    r = np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # gimbal lock at tilt 0/180 is fine: any split of rot+psi works
-        return Rotation.from_matrix(r.transpose(0, 2, 1)).as_euler("ZYZ", degrees=True)
+    return matrix_to_euler_relion(np.asarray(rotations, dtype=np.float64).reshape(-1, 3, 3))
 
 
 @dataclass
