@@ -59,7 +59,7 @@ def test_downsample_particles_relion31(tmp_path: Path, fixtures_dir: Path) -> No
 
     star = fixtures_dir / "relion31.star"
     out = tmp_path / "small"
-    rc = main(["downsample", str(star), "--box", "64", "-o", str(out), "--batch-size", "2", "--quiet"])
+    rc = main(["downsample", str(star), "--box", "64", "-o", str(out), "--batch-size", "2", "--no-progress"])
     assert rc == 0
 
     with mrcfile.open(out / "particles.mrcs") as mrc:
@@ -88,6 +88,6 @@ def test_downsample_particles_relion31(tmp_path: Path, fixtures_dir: Path) -> No
         assert list(new_star.particles[col]) == list(src_star.particles[col]), col
 
     # Refuses to overwrite; --force replaces.
-    assert main(["downsample", str(star), "--box", "64", "-o", str(out), "--quiet"]) == 2
-    assert main(["downsample", str(star), "--box", "32", "-o", str(out), "--quiet", "--force"]) == 0
+    assert main(["downsample", str(star), "--box", "64", "-o", str(out), "--no-progress"]) == 2
+    assert main(["downsample", str(star), "--box", "32", "-o", str(out), "--no-progress", "--force"]) == 0
     assert ParticleSet.from_file(out / "particles.star").box == 32

@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--datadir", type=Path, default=None, help="folder holding the image stacks named in the particle file")
     p.add_argument("--batch-size", type=int, default=1024, help="images cropped per batch (default 1024)")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     ps = ParticleSet.from_file(args.input, datadir=args.datadir)
     small = preprocess.downsample_particles(
-        ps, args.box, args.out, force=args.force, batch_size=args.batch_size, progress=not args.quiet
+        ps, args.box, args.out, force=args.force, batch_size=args.batch_size, progress=not args.no_progress
     )
     print(
         f"wrote {len(small)} particles of {args.box}x{args.box} px at {small.apix:.4f} Å/px "

@@ -548,18 +548,19 @@ def backproject(
 
         bar = tqdm(total=len(sub), unit="img", desc="backprojecting", leave=False)
     n_skipped = 0
+    first_bad = -1
     for idx, images in batches:
         idx = np.asarray(idx)
         good = np.isfinite(images).all(axis=(1, 2))
         if not good.all():
-            if not skip_bad:
-                first = int(keep[idx[~good][0]])
-                raise InputError(
-                    f"{getattr(particles, 'name', 'the particle set')}: particle {first} (and maybe others) has NaN or Inf"
-                    " pixels; remove it or pass --skip-bad to leave such particles out"
-                )
+            if first_bad < 0:
+                first_bad = int(keep[idx[~good][0]])
             n_skipped += int((~good).sum())
             idx, images = idx[good], images[good]
+        if n_skipped and not skip_bad:
+            if bar is not None:
+                bar.update(int(good.size))
+            continue  # only count the remaining bad images, then refuse below
         orig = keep[idx]
         bp.insert(
             images,
@@ -573,6 +574,11 @@ def backproject(
             bar.update(len(idx))
     if bar is not None:
         bar.close()
+    if n_skipped and not skip_bad:
+        raise InputError(
+            f"{getattr(particles, 'name', 'the particle set')}: {n_skipped} image(s) have NaN or Inf pixels"
+            f" (the first is particle {first_bad}); remove them or pass --skip-bad to leave them out"
+        )
     sums = bp.sums()
     sums.n_skipped = n_skipped
     return sums
