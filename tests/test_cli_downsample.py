@@ -91,3 +91,27 @@ def test_downsample_particles_relion31(tmp_path: Path, fixtures_dir: Path) -> No
     assert main(["downsample", str(star), "--box", "64", "-o", str(out), "--no-progress"]) == 2
     assert main(["downsample", str(star), "--box", "32", "-o", str(out), "--no-progress", "--force"]) == 0
     assert ParticleSet.from_file(out / "particles.star").box == 32
+
+
+def test_normalise_and_invert_without_cropping(tmp_path):
+    from cryoscape.particles import ParticleSet
+    from cryoscape.particles.preprocess import downsample_particles
+
+    rng = np.random.default_rng(0)
+    imgs = (3.0 + 2.0 * rng.standard_normal((6, 32, 32))).astype(np.float32)
+    ps = ParticleSet.from_arrays(imgs, apix=2.0)
+    out = downsample_particles(ps, 32, tmp_path / "pre", normalise=True, invert=True, progress=False)
+    got = out.read_images()
+    assert got.shape == (6, 32, 32) and out.apix == pytest.approx(2.0)
+    yy, xx = np.mgrid[:32, :32] - 16
+    outside = np.hypot(yy, xx) > 16
+    # normalised to mean 0 / std 1 outside the circle, then negated
+    assert np.allclose(got[:, outside].mean(axis=1), 0.0, atol=1e-4)
+    assert np.allclose(got[:, outside].std(axis=1, ddof=1), 1.0, atol=1e-3)
+    expected = -(imgs - imgs[:, outside].mean(axis=1)[:, None, None]) / imgs[:, outside].std(axis=1, ddof=1)[:, None, None]
+    assert np.allclose(got, expected, atol=1e-4)
+
+
+def test_downsample_needs_something_to_do(tmp_path, capsys):
+    assert main(["downsample", str(tmp_path / "x.star"), "-o", str(tmp_path / "o")]) == 2
+    assert "nothing to do" in capsys.readouterr().err

@@ -41,7 +41,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", type=Path, help="particle file (.star or .cs) or a volume (.mrc/.map)")
-    p.add_argument("--box", "-D", type=int, required=True, help="new box size in pixels (even, smaller than the current box)")
+    p.add_argument("--box", "-D", type=int, default=None,
+                   help="new box size in pixels (even, smaller than the current box; default: keep the box)")
+    p.add_argument("--normalise", "--normalize", action="store_true",
+                   help="scale each image to mean 0, std 1 from the background outside the particle circle")
+    p.add_argument("--invert", action="store_true", help="invert the contrast (for stacks stored dark on white)")
     p.add_argument(
         "-o",
         "--out",
@@ -62,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size} must be at least 1")
+    if args.box is None and not (args.normalise or args.invert):
+        raise InputError("nothing to do: give --box N to downsample, and/or --normalise / --invert")
     if args.input.suffix.lower() in _VOLUME_SUFFIXES:
+        if args.box is None:
+            raise InputError(f"give --box N to downsample the volume {args.input}")
         if args.out.suffix.lower() not in _VOLUME_SUFFIXES:
             raise InputError(f"-o {args.out} must be an .mrc path when the input {args.input} is a volume")
         new_apix = preprocess.downsample_volume_file(args.input, args.out, args.box, force=args.force)
@@ -72,11 +80,13 @@ def run(args: argparse.Namespace) -> int:
     from cryoscape.particles.particle_set import ParticleSet
 
     ps = ParticleSet.from_file(args.input, datadir=args.datadir)
+    box = ps.box if args.box is None else args.box
     small = preprocess.downsample_particles(
-        ps, args.box, args.out, force=args.force, batch_size=args.batch_size, progress=not args.no_progress
+        ps, box, args.out, force=args.force, batch_size=args.batch_size, progress=not args.no_progress,
+        normalise=args.normalise, invert=args.invert,
     )
     print(
-        f"wrote {len(small)} particles of {args.box}x{args.box} px at {small.apix:.4f} Å/px "
+        f"wrote {len(small)} particles of {box}x{box} px at {small.apix:.4f} Å/px "
         f"to {args.out / 'particles.mrcs'} and {args.out / 'particles.star'}"
     )
     return 0

@@ -194,8 +194,16 @@ def downsample_particles(
     progress: bool = True,
     stack_name: str = "particles.mrcs",
     star_name: str = "particles.star",
+    normalise: bool = False,
+    invert: bool = False,
 ) -> "ParticleSet":
     """Fourier-crop every particle image to ``new_box`` and write a new stack and STAR file.
+
+    ``new_box`` equal to the current box keeps the size (useful with
+    ``normalise``/``invert`` alone). ``normalise`` scales each cropped image to
+    zero mean and unit standard deviation outside the particle circle
+    (:func:`normalise_background`); ``invert`` negates it
+    (:func:`invert_contrast`), for stacks stored dark on white.
 
     Writes ``out_dir/particles.mrcs`` (float32 MRC stack, voxel size
     ``apix · D / new_box``) and ``out_dir/particles.star`` (RELION 3.1: optics
@@ -208,7 +216,9 @@ def downsample_particles(
     from cryoscape.particles.particle_set import ParticleSet
 
     D, apix, n = int(ps.box), float(ps.apix), len(ps)
-    new_box = _check_new_box(new_box, D, "the particle stack")
+    crop = int(new_box) != D
+    if crop:
+        new_box = _check_new_box(new_box, D, "the particle stack")
     new_apix = apix * D / new_box
     out = Path(out_dir)
     stack_path, star_path = out / stack_name, out / star_name
@@ -219,7 +229,14 @@ def downsample_particles(
         bar = _progress(n, "downsampling", progress)
         try:
             for idx, imgs in ps.iter_batches(batch_size):
-                yield idx, fourier_crop_images(np.asarray(imgs, dtype=np.float32), new_box)
+                imgs = np.asarray(imgs, dtype=np.float32)
+                if crop:
+                    imgs = fourier_crop_images(imgs, new_box)
+                if normalise:
+                    imgs = normalise_background(imgs)
+                if invert:
+                    imgs = invert_contrast(imgs)
+                yield idx, imgs
                 bar.update(len(idx))
         finally:
             bar.close()
