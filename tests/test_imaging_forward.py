@@ -13,7 +13,7 @@ from cryoscape.imaging import (
     render,
     translate_images,
 )
-from cryoscape.imaging._grid import fftn_c, ifftn_c
+from cryoscape.geometry.fourier import fftn_c, ifftn_c
 
 
 def _spot(D: int, x: float, y: float, sigma: float = 1.5) -> torch.Tensor:

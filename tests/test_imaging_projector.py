@@ -20,7 +20,8 @@ from cryoscape.imaging import (
     padded_volume_ft,
     wiener_volume,
 )
-from cryoscape.imaging._grid import fftn_c, ifftn_c, slice_points
+from cryoscape.geometry.fourier import fftn_c, ifftn_c
+from cryoscape.imaging._grid import slice_points
 
 
 def _rots(n: int, seed: int, dtype=torch.float64) -> torch.Tensor:

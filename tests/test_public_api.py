@@ -12,4 +12,6 @@ def test_top_level_names_resolve():
     from cryoscape.reconstruct import reconstruct
 
     assert cryoscape.ParticleSet is ParticleSet
-    assert cryoscape.reconstruct is reconstruct
+    import cryoscape.reconstruct as rec_pkg
+
+    assert cryoscape.reconstruct is rec_pkg and rec_pkg.reconstruct is reconstruct

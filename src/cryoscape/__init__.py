@@ -5,7 +5,7 @@ The most used pieces are available at the top level (imported on first use)::
     import cryoscape
     sim = cryoscape.simulate_dataset("adk", n_particles=2000, box=64, apix=1.5, snr=0.05, out_dir="sim")
     particles = cryoscape.ParticleSet.from_file("sim/particles.star")
-    rec = cryoscape.reconstruct(particles)
+    rec = cryoscape.reconstruct.reconstruct(particles)   # the sub-package holds the function
     rec.save("sim/consensus.mrc")
     volume, apix = cryoscape.read_mrc("sim/consensus.mrc")
 
@@ -28,7 +28,6 @@ _LAZY: dict[str, tuple[str, str]] = {
     "write_mrc": ("cryoscape.io.mrc", "write_mrc"),
     "simulate_dataset": ("cryoscape.simulate", "simulate_dataset"),
     "ground_truth_volume": ("cryoscape.simulate", "ground_truth_volume"),
-    "reconstruct": ("cryoscape.reconstruct", "reconstruct"),
     "Reconstruction": ("cryoscape.reconstruct", "Reconstruction"),
     "FourierProjector": ("cryoscape.imaging", "FourierProjector"),
     "compute_ctf": ("cryoscape.imaging", "compute_ctf"),

@@ -1,8 +1,8 @@
-"""Private Fourier-grid helpers for the imaging kernels.
+"""Private slice point sets and padded-grid sizes for the imaging kernels.
 
-Conventions (see the package spec): boxes are even, ``D``; centred transforms
-put the DC term at index ``D // 2`` on every axis, i.e.
-``fftn_c(x) = fftshift(fftn(ifftshift(x)))``. A centred index ``i`` stands for
+Centred transforms and frequency grids come from :mod:`cryoscape.geometry.fourier`
+(``fftn_c``, ``ifftn_c``, ``fft_freqs``): boxes are even, ``D``; the DC term sits
+at index ``D // 2`` on every axis, ``fftn_c(x) = fftshift(fftn(ifftshift(x)))``. A centred index ``i`` stands for
 the integer frequency ``i - D // 2`` in cycles per box, i.e.
 ``(i - D // 2) / (D * apix)`` cycles/Å.
 
@@ -21,24 +21,7 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["fftn_c", "ifftn_c", "centred_freqs", "SlicePoints", "slice_points", "padded_size"]
-
-
-def fftn_c(x: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Centred forward FFT over the last ``ndim`` axes (DC at ``D // 2``)."""
-    dims = tuple(range(-ndim, 0))
-    return torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(x, dim=dims), dim=dims), dim=dims)
-
-
-def ifftn_c(x: torch.Tensor, ndim: int) -> torch.Tensor:
-    """Centred inverse FFT over the last ``ndim`` axes (DC at ``D // 2``)."""
-    dims = tuple(range(-ndim, 0))
-    return torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(x, dim=dims), dim=dims), dim=dims)
-
-
-def centred_freqs(D: int, apix: float = 1.0, device=None, dtype=torch.float32) -> torch.Tensor:
-    """1D centred frequencies in cycles/Å: index ``i`` -> ``(i - D // 2) / (D * apix)``."""
-    return (torch.arange(D, device=device, dtype=dtype) - D // 2) / (D * apix)
+__all__ = ["SlicePoints", "slice_points", "padded_size", "recon_points"]
 
 
 def padded_size(D: int, oversampling: float) -> int:

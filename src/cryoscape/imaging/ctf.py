@@ -24,7 +24,7 @@ import math
 import numpy as np
 import torch
 
-from ._grid import centred_freqs
+from cryoscape.geometry.fourier import fft_freqs
 
 __all__ = ["electron_wavelength_A", "compute_ctf", "ctf_from_freqs", "CTF_FIELDS"]
 
@@ -97,7 +97,7 @@ def compute_ctf(D: int, apix: float, defocus_u_A, defocus_v_A, defocus_angle_deg
     """
     if device is None and isinstance(defocus_u_A, torch.Tensor):
         device = defocus_u_A.device
-    f = centred_freqs(D, apix, device=device, dtype=dtype)
+    f = fft_freqs(D, apix, dtype=dtype, device=device)
     ky, kx = torch.meshgrid(f, f, indexing="ij")
     return ctf_from_freqs(kx, ky, defocus_u_A, defocus_v_A, defocus_angle_deg, voltage_kV, cs_mm,
                           amplitude_contrast, phase_shift_deg, bfactor_A2)

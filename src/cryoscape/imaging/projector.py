@@ -71,7 +71,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ._grid import SlicePoints, fftn_c, ifftn_c, padded_size, slice_points
+from cryoscape.geometry.fourier import fftn_c, ifftn_c
+
+from ._grid import SlicePoints, padded_size, slice_points
 
 __all__ = [
     "FourierProjector",

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from ._grid import centred_freqs
+from cryoscape.geometry.fourier import fft_freqs
 
 __all__ = ["phase_shift", "phase_shift_at", "translate_images"]
 
@@ -48,7 +48,7 @@ def phase_shift(D: int, shifts_A, apix: float, device=None, dtype: torch.dtype =
     """
     if device is None and isinstance(shifts_A, torch.Tensor):
         device = shifts_A.device
-    f = centred_freqs(D, apix, device=device, dtype=dtype)
+    f = fft_freqs(D, apix, dtype=dtype, device=device)
     ky, kx = torch.meshgrid(f, f, indexing="ij")
     return phase_shift_at(kx, ky, shifts_A)
 
