@@ -2,9 +2,9 @@
 
 Centred transforms and frequency grids come from :mod:`cryoscape.geometry.fourier`
 (``fftn_c``, ``ifftn_c``, ``fft_freqs``): boxes are even, ``D``; the DC term sits
-at index ``D // 2`` on every axis, ``fftn_c(x) = fftshift(fftn(ifftshift(x)))``. A centred index ``i`` stands for
-the integer frequency ``i - D // 2`` in cycles per box, i.e.
-``(i - D // 2) / (D * apix)`` cycles/Å.
+at index ``D // 2`` on every axis, ``fftn_c(x) = fftshift(fftn(ifftshift(x)))``.
+A centred index ``i`` stands for the integer frequency ``i - D // 2`` in cycles
+per box, i.e. ``(i - D // 2) / (D * apix)`` cycles/Å.
 
 The *half-plane point set* of a ``D x D`` slice is the set ``H`` of integer
 frequencies ``(kx, ky)`` strictly inside the Nyquist circle (``kx² + ky² <

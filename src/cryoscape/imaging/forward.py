@@ -102,7 +102,7 @@ def _fine_dft(images: torch.Tensor, fine_kx: torch.Tensor, fine_ky: torch.Tensor
 def backproject_images(images: torch.Tensor, rotations, shifts_A=None, ctf_params: Mapping | None = None,
                        apix: float = 1.0, oversampling: float = 2.0,
                        out: torch.Tensor | None = None, fine_radius: int = 8,
-                       max_ctf_step_rad: float = 1.0) -> torch.Tensor:
+                       max_ctf_step_rad: float = 1.0, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Accumulate ``Σ Pᵀ(CTF · T* · Î)`` and ``Σ Pᵀ(CTF²)`` for a batch of real images.
 
     This is the reconstruction backprojector (for :func:`~.projector.wiener_volume`).
@@ -127,6 +127,8 @@ def backproject_images(images: torch.Tensor, rotations, shifts_A=None, ctf_param
             particles whose CTF phase changes by more than this per ``D``-spacing at
             the disc edge (high defocus in a small box) use their ``D``-spaced samples
             there instead.
+        weights: optional non-negative per-image weights ``[B]`` multiplying both the
+            numerator and the ``CTF²`` contributions (default 1).
     Returns:
         the *raw half-plane* accumulator (channels: Re num, Im num, Σ CTF²). After the
         last batch call ``acc = complete_channels(acc)`` and then
@@ -138,15 +140,16 @@ def backproject_images(images: torch.Tensor, rotations, shifts_A=None, ctf_param
     B = x.shape[0]
     R = rotations if isinstance(rotations, torch.Tensor) else torch.as_tensor(rotations)
     R = R.to(device=x.device, dtype=x.dtype).reshape(-1, 3, 3)
+    wts = None if weights is None else _image_weights(weights, B, x)
     y_half = image_to_half(x)
     if fine_radius > 0 and N > D:
         keep, coarse, inner_idx, inner, fine = recon_points(D, N, fine_radius, x.device)
         use_fine = _fine_ok(B, D, N, apix, fine_radius, ctf_params, max_ctf_step_rad, x)
-        parts = [(y_half[:, keep], coarse, None),
-                 (_fine_dft(x, fine.kx, fine.ky), fine, use_fine),
-                 (y_half[:, inner_idx], inner, 1.0 - use_fine)]
+        parts = [(y_half[:, keep], coarse, wts),
+                 (_fine_dft(x, fine.kx, fine.ky), fine, _times(use_fine, wts)),
+                 (y_half[:, inner_idx], inner, _times(1.0 - use_fine, wts))]
     else:
-        parts = [(y_half, slice_points(D, True, x.device), None)]
+        parts = [(y_half, slice_points(D, True, x.device), wts)]
     for y, pts, mask in parts:
         if mask is not None and not bool((mask > 0).any()):
             continue
@@ -166,6 +169,20 @@ def backproject_images(images: torch.Tensor, rotations, shifts_A=None, ctf_param
             vals = vals * mask[:, None, None]
         out = insert_half(vals, R, D, oversampling, out=out, points=pts)
     return out
+
+
+def _image_weights(weights, B: int, like: torch.Tensor) -> torch.Tensor:
+    """Per-image weights as a ``[B]`` tensor in ``like``'s dtype and device."""
+    w = weights if isinstance(weights, torch.Tensor) else torch.as_tensor(weights)
+    w = w.to(device=like.device, dtype=like.dtype).reshape(-1)
+    if w.shape[0] != B:
+        raise ValueError(f"{w.shape[0]} weights for {B} images")
+    return w
+
+
+def _times(mask: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """``mask * weights`` (``[B]`` each); ``mask`` when there are no weights."""
+    return mask if weights is None else mask * weights
 
 
 def _fine_ok(B: int, D: int, N: int, apix: float, fine_radius: int, ctf_params, max_step: float,

@@ -6,6 +6,11 @@ CTF to a weight accumulator, both on an oversampled 3D Fourier grid
 (Fourier slice theorem). A regularised division of the two (see
 :mod:`cryoscape.reconstruct.wiener`) gives the volume.
 
+The insertion itself is :func:`cryoscape.imaging.backproject_images` (with
+the CTF of :mod:`cryoscape.imaging.ctf`); this module streams particle sets
+through it, one accumulator per particle subset (e.g. gold-standard half
+sets), with optional per-particle weights.
+
 Grids and layouts
 -----------------
 * Images ``[b, D, D]`` (``[y, x]``, centre pixel ``D//2``), float32.
@@ -13,16 +18,14 @@ Grids and layouts
   ``N = oversampling · D``, stored with ``M = N + 1`` points per axis
   (``[z, y, x]``, DC at index ``N/2``; index ``j`` holds frequency
   ``(j − N/2) / (N · apix)`` cycles/Å; plane ``j = N`` is the periodic copy
-  of ``j = 0``), exactly the layout of
-  :func:`cryoscape.imaging.projector.new_accumulator`: insertion here equals
-  :func:`cryoscape.imaging.projector.insert_slices` (the adjoint of
-  :class:`~cryoscape.imaging.FourierProjector`'s slice extraction).
-* Only the half plane ``kx >= 0`` of each image (the rfft layout) is
-  inserted, with weight ½ on the ``kx = 0`` column; the Friedel mate of every
-  contribution is added once at the end (:meth:`Backprojector.sums`), which
-  gives the same sums as inserting the full plane at half the cost.
-* Frequencies strictly inside the Nyquist circle, ``|k| < D/2`` pixels, are
-  inserted; with the symmetric ``N + 1`` grid every trilinear neighbour is on it.
+  of ``j = 0``), the layout of :func:`cryoscape.imaging.new_accumulator`.
+* Each image's half plane is inserted; the Friedel mate of every contribution
+  is added once at the end (:meth:`Backprojector.sums`).
+* Beyond a padded radius of ``fine_radius`` voxels the image's own
+  ``D``-spaced samples are inserted (the adjoint of
+  :class:`~cryoscape.imaging.FourierProjector`'s slice extraction); inside it
+  the FT of the zero-padded image is used, which removes the low-frequency
+  bias of the plain adjoint (``fine_radius = 0`` gives the plain adjoint).
 
 A particle with rotation ``R`` contributes its 2D frequency ``(kx, ky)`` at
 the 3D frequency ``Rᵀ (kx, ky, 0)``; its observed transform is
@@ -33,7 +36,6 @@ estimated from ``CTF · exp(-2πi k·o) · image`` (translating the image by
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -42,6 +44,8 @@ import numpy as np
 import torch
 
 from cryoscape.errors import InputError
+from cryoscape.imaging import backproject_images, complete_channels
+from cryoscape.imaging.ctf import CTF_FIELDS
 
 __all__ = [
     "CTF_FIELDS",
@@ -50,7 +54,6 @@ __all__ = [
     "Backprojector",
     "backproject",
     "assign_half_sets",
-    "ctf_at_points",
     "Reconstruction",
     "reconstruct",
     "default_mask",
@@ -59,142 +62,9 @@ __all__ = [
     "check_outputs",
 ]
 
-#: Per-particle CTF parameters, as in :meth:`ParticleSet.ctf_table`.
-CTF_FIELDS: tuple[str, ...] = (
-    "defocus_u_A",
-    "defocus_v_A",
-    "defocus_angle_deg",
-    "voltage_kV",
-    "cs_mm",
-    "amplitude_contrast",
-    "phase_shift_deg",
-    "bfactor_A2",
-)
-
-#: Images processed together inside :meth:`Backprojector.insert`; bounds the
-#: reused work buffers to ~250 MB at box 64 (fewer, larger operations).
+#: Images handed to :func:`cryoscape.imaging.backproject_images` at once by
+#: :meth:`Backprojector.insert`; bounds its per-call temporaries.
 _CHUNK = 512
-
-
-def _electron_wavelength_A(voltage_kV: torch.Tensor) -> torch.Tensor:
-    """Relativistic electron wavelength in Å for acceleration voltages ``(b,)`` in kV (same device)."""
-    from cryoscape.imaging.ctf import electron_wavelength_A
-
-    lam = np.asarray(electron_wavelength_A(voltage_kV.detach().cpu().double().numpy()), dtype=np.float64)
-    return torch.as_tensor(lam, dtype=voltage_kV.dtype, device=voltage_kV.device).reshape(voltage_kV.shape)
-
-
-class _Workspace:
-    """Named work buffers reused across chunks.
-
-    Fresh allocations of many MB per operation cost more than the arithmetic
-    (page faults on first touch), so every per-chunk temporary is a view of a
-    buffer kept for the life of the :class:`Backprojector`.
-    """
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self._buf: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        n = math.prod(shape)
-        buf = self._buf.get(name)
-        if buf is None or buf.numel() < n or buf.dtype != dtype:
-            buf = torch.empty(n, dtype=dtype, device=self.device)
-            self._buf[name] = buf
-        return buf[:n].view(shape)
-
-
-@dataclass(frozen=True)
-class _HalfPlane:
-    """The rfft half-plane frequencies that are inserted, for one box and pixel size.
-
-    ``fft_index`` indexes the flattened ``[D, D//2+1]`` output of
-    ``torch.fft.rfft2`` (rows in FFT order); ``sign`` is ``(-1)^(kx+ky)``
-    (which centres the real-space origin at pixel ``D//2``) times ½ on the
-    ``kx = 0`` column; ``kx_px``/``ky_px`` are frequencies in pixels of the ``D``
-    grid; ``kx_A``/``ky_A`` (cycles/Å), ``k2`` (1/Å²), ``k4`` and ``angle`` (rad
-    from +x) feed the shift and the CTF.
-    """
-
-    fft_index: torch.Tensor  # (P,) int64
-    sign: torch.Tensor  # (P,) float32
-    kx_px: torch.Tensor  # (P,) float32
-    ky_px: torch.Tensor  # (P,) float32
-    kx_A: torch.Tensor  # (P,) float32
-    ky_A: torch.Tensor  # (P,) float32
-    k2: torch.Tensor  # (P,) float32
-    k4: torch.Tensor  # (P,) float32
-    angle: torch.Tensor  # (P,) float32
-
-    @property
-    def n(self) -> int:
-        return int(self.fft_index.numel())
-
-    @staticmethod
-    def build(D: int, apix: float, oversampling: int, device: torch.device) -> "_HalfPlane":
-        ky, kx = torch.meshgrid(
-            torch.arange(D, dtype=torch.int64) - D // 2,
-            torch.arange(D // 2 + 1, dtype=torch.int64),
-            indexing="ij",
-        )
-        ky, kx = ky.reshape(-1), kx.reshape(-1)
-        r = torch.sqrt((kx * kx + ky * ky).double())
-        keep = r < D / 2
-        kx, ky = kx[keep], ky[keep]
-        fft_index = torch.remainder(ky, D) * (D // 2 + 1) + kx
-        sign = torch.where(torch.remainder(kx + ky, 2) == 0, 1.0, -1.0) * torch.where(kx == 0, 0.5, 1.0)
-        kxa = kx.double() / (D * apix)
-        kya = ky.double() / (D * apix)
-        k2 = kxa * kxa + kya * kya
-        f32 = dict(dtype=torch.float32, device=device)
-        return _HalfPlane(
-            fft_index=fft_index.to(device),
-            sign=sign.to(**f32),
-            kx_px=kx.to(**f32),
-            ky_px=ky.to(**f32),
-            kx_A=kxa.to(**f32),
-            ky_A=kya.to(**f32),
-            k2=k2.to(**f32),
-            k4=(k2 * k2).to(**f32),
-            angle=torch.atan2(kya, kxa).to(**f32),
-        )
-
-
-def ctf_at_points(
-    plane: _HalfPlane, ctf: Mapping[str, torch.Tensor], out: torch.Tensor | None = None, work: torch.Tensor | None = None
-) -> torch.Tensor:
-    """RELION's CTF at the half-plane points, ``[b, P]`` float32.
-
-    ``ctf`` maps the names in :data:`CTF_FIELDS` to ``(b,)`` tensors (Å, kV, mm,
-    degrees, Å²). ``CTF = sin(γ + φ + w) · exp(−B k²/4)`` with
-    ``γ = π λ Δf(α) k² − π/2 Cs λ³ k⁴``,
-    ``Δf(α) = (Δf_u+Δf_v)/2 + (Δf_u−Δf_v)/2 · cos 2(α − α_ast)`` (underfocus
-    positive), ``w = atan(Q/√(1−Q²))``, so ``CTF(0) = +Q`` for particles stored
-    white on dark — the same function as
-    :func:`cryoscape.imaging.ctf.ctf_from_freqs` (RELION's, which negates the
-    defocus inside its ``−sin χ``), evaluated in place into ``out``/``work``
-    (optional ``[b, P]`` buffers) to avoid large temporaries.
-    """
-    dfu, dfv = ctf["defocus_u_A"], ctf["defocus_v_A"]
-    b = dfu.shape[0]
-    lam = _electron_wavelength_A(ctf["voltage_kV"])
-    q = ctf["amplitude_contrast"]
-    mean_df = (0.5 * math.pi) * lam * (dfu + dfv)  # π λ (Δf_u+Δf_v)/2
-    half_df = (0.5 * math.pi) * lam * (dfu - dfv)
-    cs_term = (0.5 * math.pi) * ctf["cs_mm"] * 1e7 * lam**3
-    offset = torch.deg2rad(ctf["phase_shift_deg"]) + torch.atan2(q, torch.sqrt(torch.clamp(1.0 - q * q, min=0.0)))
-    out = torch.empty(b, plane.n, dtype=torch.float32, device=dfu.device) if out is None else out
-    torch.sub(plane.angle[None, :], torch.deg2rad(ctf["defocus_angle_deg"])[:, None], out=out)
-    out.mul_(2.0).cos_().mul_(half_df[:, None]).add_(mean_df[:, None]).mul_(plane.k2[None, :])  # π λ Δf(α) k²
-    out.addcmul_(cs_term[:, None], plane.k4[None, :], value=-1.0).add_(offset[:, None])
-    out.sin_()
-    bfac = ctf["bfactor_A2"]
-    if bool(torch.any(bfac != 0)):
-        work = torch.empty_like(out) if work is None else work
-        torch.mul(bfac[:, None], plane.k2[None, :], out=work)
-        out.mul_(work.mul_(-0.25).exp_())
-    return out
 
 
 @dataclass
@@ -248,7 +118,11 @@ class BackprojectionSums:
 
 
 class Backprojector:
-    """Streaming CTF-weighted trilinear insertion into ``n_sets`` accumulators.
+    """Streaming CTF-weighted insertion into ``n_sets`` accumulators.
+
+    A thin wrapper around :func:`cryoscape.imaging.backproject_images` holding one
+    raw half-plane accumulator ``[3, M, M, M]`` (Re, Im of the numerator, Σ CTF²)
+    per subset.
 
     Parameters
     ----------
@@ -261,11 +135,16 @@ class Backprojector:
         Number of independent accumulators (2 for gold-standard half sets).
     device:
         Torch device for the accumulators and all per-batch work.
+    fine_radius:
+        Padded radius (voxels) of the low-frequency disc filled from the
+        zero-padded image FT (see :func:`cryoscape.imaging.backproject_images`);
+        0 gives the plain adjoint of slice extraction.
 
     Call :meth:`insert` for each batch, then :meth:`sums`.
     """
 
-    def __init__(self, box: int, apix: float, oversampling: int = 2, n_sets: int = 2, device: str | torch.device = "cpu"):
+    def __init__(self, box: int, apix: float, oversampling: int = 2, n_sets: int = 2,
+                 device: str | torch.device = "cpu", fine_radius: int = 8):
         if box % 2:
             raise InputError(f"box size {box} is odd; cryoscape needs an even box (re-extract or crop the particles)")
         if oversampling < 1 or int(oversampling) != oversampling:
@@ -275,24 +154,14 @@ class Backprojector:
         self.oversampling = int(oversampling)
         self.n_sets = int(n_sets)
         self.device = torch.device(device)
+        self.fine_radius = int(fine_radius)
         self.N = self.box * self.oversampling
         self.M = self.N + 1
-        self.plane = _HalfPlane.build(self.box, self.apix, self.oversampling, self.device)
-        size = self.n_sets * self.M**3
-        self._re = torch.zeros(size, dtype=torch.float32, device=self.device)
-        self._im = torch.zeros(size, dtype=torch.float32, device=self.device)
-        self._w = torch.zeros(size, dtype=torch.float32, device=self.device)
-        self._ws = _Workspace(self.device)
+        M = self.M
+        self._acc = torch.zeros(self.n_sets, 3, M, M, M, dtype=torch.float32, device=self.device)
         self._count = np.zeros(self.n_sets, dtype=np.int64)
         self._wsum = np.zeros(self.n_sets, dtype=np.float64)
-        M = self.M
-        self._corner_offsets = torch.tensor(
-            [(dz * M + dy) * M + dx for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)],
-            dtype=torch.int64,
-            device=self.device,
-        )
 
-    # ------------------------------------------------------------------ input
     def _tensor(self, x, dtype=torch.float32) -> torch.Tensor:
         if isinstance(x, torch.Tensor):
             return x.to(device=self.device, dtype=dtype)
@@ -311,140 +180,69 @@ class Backprojector:
 
         images ``[b, D, D]``; rotations ``[b, 3, 3]`` (volume -> particle frame);
         shifts_A ``[b, 2]`` RELION origins (x, y) in Å or ``None`` (zero);
-        ctf: the :data:`CTF_FIELDS` as ``(b,)`` arrays, or ``None`` for no CTF;
-        sets ``(b,)`` ints in ``0 .. n_sets-1`` (default 0); weights ``(b,)``
-        non-negative particle weights (default 1).
+        ctf: the :data:`CTF_FIELDS` as ``(b,)`` arrays (the first six required), or
+        ``None`` for no CTF; sets ``(b,)`` ints in ``0 .. n_sets-1`` (default 0);
+        weights ``(b,)`` non-negative particle weights (default 1).
         """
         b = int(images.shape[0])
         if b == 0:
             return
         if tuple(images.shape[-2:]) != (self.box, self.box):
             raise InputError(f"images are {tuple(images.shape[-2:])} but the reconstruction box is {self.box}")
-        rot = self._tensor(rotations).reshape(b, 3, 3)
-        set_idx = torch.zeros(b, dtype=torch.int64, device=self.device) if sets is None else self._tensor(sets, torch.int64)
-        if bool(torch.any((set_idx < 0) | (set_idx >= self.n_sets))):
+        set_idx = np.zeros(b, dtype=np.int64) if sets is None else _numpy(sets).astype(np.int64).reshape(b)
+        if np.any((set_idx < 0) | (set_idx >= self.n_sets)):
             raise ValueError(f"set indices must lie in 0..{self.n_sets - 1}")
-        shifts = None if shifts_A is None else self._tensor(shifts_A).reshape(b, 2)
-        ctf_t = None if ctf is None else {k: self._tensor(ctf[k]) for k in CTF_FIELDS}
-        wts = None if weights is None else self._tensor(weights)
+        wts = None if weights is None else _numpy(weights).astype(np.float64).reshape(b)
         for start in range(0, b, _CHUNK):
             sl = slice(start, min(start + _CHUNK, b))
-            self._insert_chunk(
-                self._tensor(images[sl]),
-                rot[sl],
-                None if shifts is None else shifts[sl],
-                None if ctf_t is None else {k: v[sl] for k, v in ctf_t.items()},
-                set_idx[sl],
-                None if wts is None else wts[sl],
-            )
-        counts = torch.bincount(set_idx, minlength=self.n_sets).cpu().numpy()
+            for s in np.unique(set_idx[sl]):
+                rows = np.flatnonzero(set_idx[sl] == s) + start
+                self._insert_rows(images, rotations, shifts_A, ctf, wts, rows, int(s))
+        counts = np.bincount(set_idx, minlength=self.n_sets)
         self._count += counts
-        if wts is None:
-            self._wsum += counts
-        else:
-            zeros = torch.zeros(self.n_sets, dtype=torch.float64, device=self.device)
-            self._wsum += zeros.index_add_(0, set_idx, wts.double()).cpu().numpy()
+        self._wsum += counts if wts is None else np.bincount(set_idx, weights=wts, minlength=self.n_sets)
 
-    def _insert_chunk(
-        self,
-        imgs: torch.Tensor,
-        rot: torch.Tensor,
-        shifts: torch.Tensor | None,
-        ctf: Mapping[str, torch.Tensor] | None,
-        set_idx: torch.Tensor,
-        wts: torch.Tensor | None,
-    ) -> None:
-        """Transform, re-centre and CTF-weight ``c`` images, then scatter them (all in work buffers)."""
-        ws, pl = self._ws, self.plane
-        c, D, P = imgs.shape[0], self.box, pl.n
-        F = ws.get("fft", (c, D, D // 2 + 1), torch.complex64)
-        torch.fft.rfft2(imgs, out=F)
-        X = ws.get("X", (c, P), torch.complex64)
-        torch.index_select(F.view(c, -1), 1, pl.fft_index, out=X)
-        scale = ws.get("scale", (c, P))
-        scale.copy_(pl.sign[None, :].expand(c, P))
-        if wts is not None:
-            scale.mul_(wts[:, None])
-        if shifts is not None:
-            # translate by +origin: multiply by exp(-2πi k·o)
-            phase = ws.get("phase", (c, P))
-            torch.mul(shifts[:, 0:1], pl.kx_A[None, :], out=phase)
-            phase.addcmul_(shifts[:, 1:2], pl.ky_A[None, :]).mul_(-2.0 * math.pi)
-            rot_c = ws.get("rotor", (c, P), torch.complex64)
-            parts = torch.view_as_real(rot_c)
-            torch.cos(phase, out=parts[..., 0])
-            torch.sin(phase, out=parts[..., 1])
-            X.mul_(rot_c)
-        W = ws.get("W", (c, P))
-        if ctf is not None:
-            ctf_v = ctf_at_points(pl, ctf, out=ws.get("ctf", (c, P)), work=ws.get("ctf_work", (c, P)))
-            scale.mul_(ctf_v)  # w · CTF (· sign)
-            torch.mul(scale, ctf_v, out=W)  # w · CTF²
-        else:
-            torch.abs(scale, out=W)
-        X.mul_(scale)
-        W.abs_()  # the sign only re-centres the image; weights stay positive
-        self._scatter(rot, set_idx, X, W)
+    def _insert_rows(self, images, rotations, shifts_A, ctf, wts, rows: np.ndarray, s: int) -> None:
+        """Insert the particles ``rows`` (indices into the batch) into accumulator ``s``."""
+        pick = lambda x: None if x is None else self._tensor(_take(x, rows))
+        backproject_images(
+            pick(images),
+            pick(rotations),
+            pick(shifts_A),
+            None if ctf is None else {k: pick(v) for k, v in ctf.items()},
+            apix=self.apix,
+            oversampling=float(self.oversampling),
+            out=self._acc[s],
+            fine_radius=self.fine_radius,
+            weights=pick(wts),
+        )
 
-    def _scatter(self, rot: torch.Tensor, set_idx: torch.Tensor, X: torch.Tensor, W: torch.Tensor) -> None:
-        """Trilinear scatter of ``X [c, P]`` (complex) and ``W [c, P]`` at ``Rᵀ (kx, ky, 0)``."""
-        ws, pl, M = self._ws, self.plane, self.M
-        c, P = X.shape
-        # padded-grid coordinates (x, y, z) of each point, origin at voxel M//2
-        coords = ws.get("coords", (3, c, P))
-        for a in range(3):
-            torch.mul(pl.kx_px[None, :], rot[:, 0, a : a + 1], out=coords[a])
-            coords[a].addcmul_(pl.ky_px[None, :], rot[:, 1, a : a + 1])
-        coords.mul_(float(self.oversampling)).add_(float(M // 2))
-        frac = ws.get("frac", (3, c, P))
-        torch.floor(coords, out=frac)
-        base = ws.get("base", (3, c, P), torch.int64)
-        base.copy_(frac)
-        torch.sub(coords, frac, out=frac)  # t in [0, 1)
-        lower = ws.get("lower", (3, c, P))
-        torch.neg(frac, out=lower).add_(1.0)  # 1 - t
-        flat = ws.get("flat", (c, P), torch.int64)
-        torch.mul(base[2], M, out=flat)
-        flat.add_(base[1]).mul_(M).add_(base[0]).add_((set_idx * M**3)[:, None])
-        kern = ws.get("kern", (8, c, P))
-        zy = ws.get("zy", (c, P))
-        k = 0
-        for dz in (0, 1):
-            wz = frac[2] if dz else lower[2]
-            for dy in (0, 1):
-                torch.mul(wz, frac[1] if dy else lower[1], out=zy)
-                for dx in (0, 1):
-                    torch.mul(zy, frac[0] if dx else lower[0], out=kern[k])
-                    k += 1
-        idx = ws.get("idx", (8, c, P), torch.int64)
-        torch.add(flat[None], self._corner_offsets[:, None, None], out=idx)
-        idx = idx.view(-1)
-        vals = ws.get("vals", (8, c, P))
-        torch.mul(kern, X.real[None], out=vals)
-        self._re.index_add_(0, idx, vals.view(-1))
-        torch.mul(kern, X.imag[None], out=vals)
-        self._im.index_add_(0, idx, vals.view(-1))
-        torch.mul(kern, W[None], out=vals)
-        self._w.index_add_(0, idx, vals.view(-1))
-
-    # ----------------------------------------------------------------- output
     def sums(self) -> BackprojectionSums:
         """The accumulated sums with every contribution's Friedel mate added."""
-        M, S = self.M, self.n_sets
-        num = torch.complex(self._re, self._im).reshape(S, M, M, M)
-        den = self._w.reshape(S, M, M, M).clone()
-        # index j <-> frequency j - N/2 (j = 0..N); its mate sits at N - j: a flip of every axis
-        num = num + torch.flip(num, dims=(1, 2, 3)).conj()
-        den = den + torch.flip(den, dims=(1, 2, 3))
+        done = [complete_channels(acc) for acc in self._acc]
         return BackprojectionSums(
-            numerator=num,
-            weights=den,
+            numerator=torch.stack([torch.complex(c[0], c[1]) for c in done]),
+            weights=torch.stack([c[2] for c in done]),
             box=self.box,
             apix=self.apix,
             oversampling=self.oversampling,
             n_particles=self._count.copy(),
             weight_sum=self._wsum.copy(),
         )
+
+
+def _numpy(x) -> np.ndarray:
+    """``x`` as a numpy array (tensors are moved to the CPU)."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _take(x, rows: np.ndarray):
+    """Rows ``rows`` of an array or tensor along its first axis (a view for a contiguous range)."""
+    if rows.size and rows[-1] - rows[0] + 1 == rows.size:
+        return x[int(rows[0]) : int(rows[-1]) + 1]
+    if isinstance(x, torch.Tensor):
+        return x.index_select(0, torch.as_tensor(rows, device=x.device))
+    return np.asarray(x)[rows]
 
 
 def assign_half_sets(half_set: np.ndarray | None, n: int, seed: int = 0) -> np.ndarray:
