@@ -1,7 +1,8 @@
 """Image formation: ``I = C ∘ T ∘ P ∘ R (V) + noise``.
 
 Batched, differentiable torch functions (device and dtype follow the inputs):
-Fourier-slice projection and its exact adjoint (:mod:`.projector`), the CTF
+Fourier-slice projection and its exact adjoint (:mod:`.projector`), Wiener
+division of the backprojected sums to a volume (:mod:`.wiener`), the CTF
 (:mod:`.ctf`), Fourier shifts (:mod:`.shift`), noise (:mod:`.noise`), an exact
 real-space projector for Gaussian atoms (:mod:`.gaussian_atoms`) and the
 assembled forward model (:mod:`.forward`).
@@ -26,9 +27,9 @@ from .projector import (
     insert_weights,
     new_accumulator,
     padded_volume_ft,
-    wiener_volume,
 )
 from .shift import phase_shift, translate_images
+from .wiener import wiener_volume
 
 __all__ = [
     "FourierProjector", "extract_slices", "extract_slices_half", "insert_slices", "insert_weights",

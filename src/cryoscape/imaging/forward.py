@@ -105,7 +105,7 @@ def backproject_images(images: torch.Tensor, rotations, shifts_A=None, ctf_param
                        max_ctf_step_rad: float = 1.0, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Accumulate ``Σ Pᵀ(CTF · T* · Î)`` and ``Σ Pᵀ(CTF²)`` for a batch of real images.
 
-    This is the reconstruction backprojector (for :func:`~.projector.wiener_volume`).
+    This is the reconstruction backprojector (for :func:`~.wiener.wiener_volume`).
     Beyond padded radius ``fine_radius`` it scatters the image's own ``D``-spaced
     half-plane FT samples, exactly like :func:`~.projector.insert_slices`. Inside it,
     ``D``-spaced samples are too sparse on the padded grid (they occur only at a few
@@ -118,7 +118,7 @@ def backproject_images(images: torch.Tensor, rotations, shifts_A=None, ctf_param
     Args:
         images: real ``[B, D, D]`` observed images (white on dark).
         rotations, shifts_A, ctf_params, apix: as in :func:`render`.
-        oversampling: padded-grid factor (must match :func:`~.projector.wiener_volume`).
+        oversampling: padded-grid factor (must match :func:`~.wiener.wiener_volume`).
         out: channels-first accumulator ``[3, M, M, M]`` from
             :func:`~.projector.new_accumulator` (created if None), added in place.
         fine_radius: radius (padded voxels) of the finely sampled low-frequency disc.

@@ -28,7 +28,7 @@ padded voxel, i.e. multiplication of the real-space (padded) volume by
 ``sinc²(π x / N)`` per axis (``x`` in voxels from the centre, ``sinc(t) = sin t / t``).
 :func:`padded_volume_ft` therefore divides the volume by
 :func:`grid_correction` (that product over the three axes) before padding, and
-:func:`wiener_volume` divides the reconstruction by it after the inverse FFT.
+:func:`.wiener.wiener_volume` divides the reconstruction by it after the inverse FFT.
 The correction is exact on average over interpolation offsets; for slices that
 fall exactly on grid planes (e.g. rotations about z) the real-space weighting
 ``1/sinc²`` stays uncompensated along that axis (≤ 5 % at ``|x| = D/4`` with
@@ -71,7 +71,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from cryoscape.geometry.fourier import fftn_c, ifftn_c
+from cryoscape.geometry.fourier import fftn_c
 
 from ._grid import SlicePoints, padded_size, slice_points
 
@@ -87,7 +87,6 @@ __all__ = [
     "new_accumulator",
     "hermitian_complete",
     "complete_channels",
-    "wiener_volume",
     "half_to_full",
     "full_to_half",
     "half_to_image",
@@ -433,54 +432,6 @@ def insert_weights(weights: torch.Tensor, rotations, D: int, oversampling: float
         out += acc
         return out
     return acc
-
-
-def _shell_radius(D: int, oversampling: float, device, dtype) -> torch.Tensor:
-    """``|q|`` in cycles per box ``D`` for every point of the ``N³`` padded grid."""
-    N = padded_size(D, oversampling)
-    q = (torch.arange(N, device=device, dtype=dtype) - N // 2) * (D / N)
-    return torch.sqrt(q[:, None, None] ** 2 + q[None, :, None] ** 2 + q[None, None, :] ** 2)
-
-
-def wiener_volume(num: torch.Tensor, den: torch.Tensor, regulariser, D: int,
-                  oversampling: float = 2.0) -> torch.Tensor:
-    """Real-space volume from completed backprojection accumulators.
-
-    ``V̂ = num / (den + regulariser)`` on the padded grid (zero where the
-    denominator vanishes and outside the Nyquist sphere ``|q| > D/2``), inverse
-    centred FFT, crop to ``D``, divide by :func:`grid_correction`.
-
-    Accumulators from :func:`~cryoscape.imaging.forward.backproject_images` (after
-    :func:`complete_channels`) give the least biased result; see the module notes.
-
-    Args:
-        num: complex ``[M, M, M]`` (or ``[N, N, N]``), Hermitian-completed Σ CTF·image FT.
-        den: real, same shape, Hermitian-completed Σ CTF² (trilinear weights included).
-        regulariser: scalar, or per-shell values ``[S]`` indexed by shell
-            ``round(|q|)`` (``q`` in cycles per box ``D``, i.e. the shells of the
-            unpadded ``D`` grid, ``S = D//2 + 1`` typical); shells ``>= S`` use the last.
-        D: output box; oversampling: as used for the accumulators.
-    Returns:
-        real ``[D, D, D]`` (z, y, x) in ``num``'s real dtype.
-    """
-    N = padded_size(D, oversampling)
-    num = num[:N, :N, :N]
-    den = den[:N, :N, :N]
-    rdtype = den.dtype
-    r = _shell_radius(D, oversampling, den.device, rdtype)
-    if isinstance(regulariser, (int, float)):
-        reg = torch.full_like(den, float(regulariser))
-    else:
-        tab = _as_tensor(regulariser, dtype=rdtype, device=den.device).reshape(-1)
-        shell = torch.round(r).long().clamp_(max=tab.shape[0] - 1)
-        reg = tab[shell]
-    total = den + reg
-    keep = (r <= D / 2) & (total.abs() > 0)
-    ft = torch.where(keep, num / torch.where(keep, total, torch.ones_like(total)), torch.zeros_like(num))
-    vol = ifftn_c(ft, 3).real
-    a = N // 2 - D // 2
-    vol = vol[a:a + D, a:a + D, a:a + D]
-    return vol / grid_correction(D, oversampling, vol.device, vol.dtype)
 
 
 class FourierProjector:

@@ -24,11 +24,10 @@ Further rounds (``n_iterations > 1``) re-estimate the SSNR from the filtered
 halves; on simulated data they change the 0.143 resolution by about 1 % and
 the map error by less than 0.1 %, so one round is the default.
 
-Volumes come from the regularised transform on the oversampled grid by an
-inverse real FFT of its ``kx >= 0`` half, cropping the central ``D³`` voxels
-and dividing by the trilinear kernel's transform ``Π sinc²(d/M)`` (gridding
-correction): the same result as
-:func:`cryoscape.imaging.projector.wiener_volume`, at about half the cost.
+Volumes come from the regularised transform on the oversampled grid by
+:func:`cryoscape.imaging.wiener.wiener_volume` (inverse real FFT of its
+``kx >= 0`` half, cropping the central ``D³`` voxels and dividing by the
+trilinear kernel's transform, the gridding correction).
 """
 
 from __future__ import annotations
@@ -38,6 +37,10 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from cryoscape.imaging._grid import padded_size
+from cryoscape.imaging.wiener import half_shells
+from cryoscape.imaging.wiener import wiener_volume as imaging_wiener_volume
 
 __all__ = [
     "shell_mean_weight",
@@ -55,68 +58,14 @@ MIN_SSNR = 1e-4
 MAX_FSC = 0.99999
 
 
-@dataclass(frozen=True)
-class _HalfGrid:
-    """Shell bookkeeping on the ``kx >= 0`` half of the centred ``N³`` padded grid (``[N, N, N/2 + 1]``).
-
-    shell: ``round(|k|·D)`` per voxel (int64, clamped to ``D//2``); inside: ``|k| <= D/2``;
-    plane_weight: ½ on the ``kx = 0`` plane, 1 elsewhere (so half-grid sums equal
-    full-grid sums for Friedel-symmetric data); counts: weighted voxel count per shell;
-    crop: the ``D`` indices of the uncentred inverse-FFT output that form the
-    central box; correction: the trilinear gridding correction ``[D, D, D]``.
-    """
-
-    shell: torch.Tensor
-    inside: torch.Tensor
-    plane_weight: torch.Tensor
-    counts: torch.Tensor
-    crop: torch.Tensor
-    correction: torch.Tensor
-
-
-_HALF_GRIDS: dict[tuple[int, int, str], _HalfGrid] = {}
-
-
-def _half_grid(box: int, oversampling: int, device: torch.device) -> _HalfGrid:
-    key = (int(box), int(oversampling), str(device))
-    grid = _HALF_GRIDS.get(key)
-    if grid is not None:
-        return grid
-    D, N = int(box), int(box) * int(oversampling)
-    h = N // 2
-    c = (torch.arange(N, dtype=torch.float64) - h) / oversampling
-    cx = torch.arange(h + 1, dtype=torch.float64) / oversampling
-    r = torch.sqrt(c[:, None, None] ** 2 + c[None, :, None] ** 2 + cx[None, None, :] ** 2)
-    shell = torch.round(r).to(torch.int64)
-    inside = r <= D / 2
-    plane_weight = torch.ones(h + 1, dtype=torch.float64)
-    plane_weight[0] = plane_weight[h] = 0.5
-    n = D // 2 + 1
-    counts = torch.zeros(n, dtype=torch.float64).index_add_(
-        0, shell[inside], plane_weight.expand(N, N, h + 1)[inside]
-    )
-    d = torch.arange(D, dtype=torch.float64) - D // 2
-    sinc2 = torch.sinc(d / N) ** 2
-    grid = _HalfGrid(
-        shell=shell.clamp(max=D // 2).to(device),
-        inside=inside.to(device),
-        plane_weight=plane_weight.to(device),
-        counts=counts.to(device),
-        crop=torch.remainder(d.to(torch.int64), N).to(device),
-        correction=(sinc2[:, None, None] * sinc2[None, :, None] * sinc2[None, None, :]).to(torch.float32).to(device),
-    )
-    _HALF_GRIDS[key] = grid
-    return grid
-
-
 def shell_mean_weight(weights: torch.Tensor, box: int, oversampling: int) -> torch.Tensor:
     """Mean of Friedel-symmetric weights ``[M, M, M]`` (``M = N + 1``) over each shell ``0 .. D//2`` -> ``(D//2+1,)`` float64.
 
     Shell ``s`` is the band ``round(|k|·D) = s`` (as on the ``D³`` grid), over
     voxels inside the Nyquist sphere.
     """
-    g = _half_grid(box, oversampling, weights.device)
-    N = box * oversampling
+    g = half_shells(box, oversampling, weights.device)
+    N = padded_size(box, oversampling)
     w = (weights[:N, :N, N // 2 :].double() * g.plane_weight)[g.inside]
     sums = torch.zeros(box // 2 + 1, dtype=torch.float64, device=weights.device).index_add_(0, g.shell[g.inside], w)
     return sums / g.counts.clamp(min=1)
@@ -168,23 +117,13 @@ def wiener_volume(
 
     numerator ``[M, M, M]`` complex and weights ``[M, M, M]`` real on the
     centred oversampled grid (``M = N + 1``, ``N = oversampling · box``; see
-    :mod:`cryoscape.reconstruct.backprojection`; Friedel-symmetric, so only ``kx >= 0`` is used,
-    with an inverse real FFT); regulariser ``λ`` per shell ``(D//2+1,)`` in the
-    units of the weights. Frequencies beyond Nyquist (``|k| > D/2``) are set
-    to 0. Same result as :func:`cryoscape.imaging.projector.wiener_volume`.
+    :mod:`cryoscape.reconstruct.backprojection`); regulariser ``λ`` per shell
+    ``(D//2+1,)`` in the units of the weights. Frequencies beyond Nyquist
+    (``|k| > D/2``) are set to 0. Computed by
+    :func:`cryoscape.imaging.wiener.wiener_volume` in float32.
     """
-    g = _half_grid(box, oversampling, weights.device)
-    N = int(box) * int(oversampling)
-    h = N // 2
-    lam = torch.as_tensor(np.asarray(regulariser.cpu() if isinstance(regulariser, torch.Tensor) else regulariser))
-    lam = lam.to(device=weights.device, dtype=torch.float32)
-    denom = lam[g.shell]
-    denom.add_(weights[:N, :N, h:])
-    half = torch.div(numerator[:N, :N, h:], denom)
-    half.masked_fill_(~g.inside, 0)
-    vol = torch.fft.irfftn(torch.fft.ifftshift(half, dim=(0, 1)), s=(N, N, N))  # origin at index 0
-    vol = vol.index_select(0, g.crop).index_select(1, g.crop).index_select(2, g.crop)
-    return (vol / g.correction).to(torch.float32).cpu().numpy()
+    vol = imaging_wiener_volume(numerator, weights.to(torch.float32), regulariser, box, oversampling)
+    return vol.to(torch.float32).cpu().numpy()
 
 
 @dataclass
