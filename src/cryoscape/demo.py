@@ -16,7 +16,7 @@ import numpy as np
 def run_demo(
     out_dir: str | Path,
     *,
-    n_particles: int = 10000,
+    n_particles: int = 20000,
     box: int = 64,
     apix: float = 1.5,
     snr: float = 0.05,

@@ -17,11 +17,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "End-to-end demonstration on the built-in adenylate kinase closed→open trajectory: "
             "simulate particles with ground truth (RELION STAR + MRC stack + truth.npz), reconstruct "
             "the consensus map with known poses and CTF (half maps, gold-standard FSC), and write a "
-            "self-contained report.html. Takes about a minute on 2 CPU cores."
+            "self-contained report.html. Takes well under a minute on 2 CPU cores."
         ),
     )
     p.add_argument("-o", "--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--n-particles", type=int, default=10000, help="number of particles (default: 10000)")
+    p.add_argument("--n-particles", type=int, default=20000, help="number of particles (default: 20000)")
     p.add_argument("--box", type=int, default=64, help="box size in px, even (default: 64)")
     p.add_argument("--apix", type=float, default=1.5, help="pixel size in Å/px (default: 1.5)")
     p.add_argument("--snr", type=float, default=0.05, help="signal-to-noise ratio (default: 0.05)")
