@@ -8,7 +8,7 @@ from typing import Any
 
 from cryoscape.errors import InputError
 
-HELP = "Fourier-crop particle images (STAR/.cs) or a volume (.mrc) to a smaller box."
+HELP = "downsample (Fourier crop) particles (STAR/.cs) or a volume; normalise, invert contrast"
 
 DESCRIPTION = """\
 Fourier-crop particle images or a volume to a smaller box.

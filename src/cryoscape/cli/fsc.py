@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register the ``fsc`` sub-command."""
     p = subparsers.add_parser(
         "fsc",
-        help="Fourier shell correlation and resolution of two maps",
+        help="FSC and resolution between two maps (optionally masked)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

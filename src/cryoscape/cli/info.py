@@ -10,7 +10,7 @@ import numpy as np
 
 from cryoscape.errors import InputError
 
-HELP = "Summarise a particle file (.star or .cs): count, box, pixel size, poses, CTF, half-sets, stacks."
+HELP = "summarise a particle file (.star or .cs): count, box, pixel size, poses, CTF, stacks"
 
 DESCRIPTION = """\
 Print a human summary of a particle file: the number of particles, box size,
