@@ -43,7 +43,6 @@ def noise_std_for_snr(clean: torch.Tensor, snr: float, radius_px: float | None =
 
 def _coloured(white: torch.Tensor, psd: torch.Tensor) -> torch.Tensor:
     """Filter white noise ``[B, D, D]`` by ``sqrt(psd)`` (centred ``[D, D]``), unit-mean power."""
-    D = white.shape[-1]
     p = torch.fft.ifftshift(psd.to(device=white.device, dtype=white.dtype), dim=(-2, -1))
     mirror = torch.roll(torch.flip(p, dims=(-2, -1)), shifts=(1, 1), dims=(-2, -1))  # p(-k)
     p = 0.5 * (p + mirror)

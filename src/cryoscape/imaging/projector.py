@@ -65,7 +65,6 @@ test at ``D = 32``); it inserts the zero-padded image's FT there instead.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -259,7 +259,7 @@ def load_npz_trajectory(path: str | Path) -> AtomicStructure:
                            extra={"origin": origin} if origin else {})
 
 
-def _read_gemmi_structure(path: Path) -> "gemmi.Structure":  # noqa: F821
+def _read_gemmi_structure(path: Path) -> Any:
     import gemmi
 
     try:
