@@ -31,6 +31,8 @@ __all__ = [
     "read_ctf_pkl",
     "write_pose_pkl",
     "write_ctf_pkl",
+    "read_index_pkl",
+    "write_index_pkl",
     "ctf_array_to_fields",
     "ctf_fields_to_array",
     "CTF_COLUMNS",
@@ -152,6 +154,34 @@ def write_ctf_pkl(path: str | os.PathLike, ctf: np.ndarray, force: bool = False)
     if arr.ndim != 2 or arr.shape[1] != 9:
         raise InputError(f"cannot write {path}: the CTF table must be (N,9), got {arr.shape}")
     return _dump(path, arr, force)
+
+
+def read_index_pkl(path: str | os.PathLike) -> np.ndarray:
+    """Read a cryoDRGN index file (a pickled 1-D integer array) as int64 ``(n,)``, in file order.
+
+    Only the shape and the integer type are checked here; range checks need the
+    particle count (see :func:`cryoscape.analysis.select.read_index_file`).
+    """
+    p = Path(path)
+    obj = safe_load_pickle(p)
+    try:
+        arr = np.asarray(obj)
+    except Exception as exc:  # ragged lists and the like
+        raise InputError(f"{p}: cannot read the index file as an array ({exc}); pass a pickled 1-D integer array") from exc
+    if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        raise InputError(
+            f"{p}: index file holds a {arr.dtype} array of shape {arr.shape}, expected a 1-D integer array;"
+            " pass a cryoDRGN index .pkl"
+        )
+    return arr.astype(np.int64)
+
+
+def write_index_pkl(path: str | os.PathLike, indices: np.ndarray, force: bool = False) -> Path:
+    """Write particle indices as cryoDRGN reads them: a plain 1-D int64 ``np.ndarray``, pickle protocol 4."""
+    arr = np.asarray(indices)
+    if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        raise InputError(f"cannot write {path}: indices must be a 1-D integer array, got {arr.dtype} {arr.shape}")
+    return _dump(path, np.ascontiguousarray(arr, dtype=np.int64).view(np.ndarray), force)
 
 
 def ctf_array_to_fields(ctf: np.ndarray) -> dict[str, np.ndarray]:
