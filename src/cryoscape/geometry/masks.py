@@ -10,7 +10,7 @@ import math
 
 import torch
 
-__all__ = ["radius_grid", "soft_sphere_mask", "circle_mask"]
+__all__ = ["radius_grid", "soft_sphere_mask", "circle_mask", "default_volume_mask"]
 
 
 def radius_grid(D: int, ndim: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -48,3 +48,14 @@ def circle_mask(D: int, radius_px: float | None = None, device: torch.device | s
     """2D boolean disc ``[D, D]``: True where the distance from ``D//2`` is ``<= radius_px`` (default ``D//2``)."""
     radius = D // 2 if radius_px is None else radius_px
     return radius_grid(D, 2, device) <= radius
+
+
+def default_volume_mask(D: int) -> torch.Tensor:
+    """The package's default soft spherical mask ``[D, D, D]`` float32 (masked FSC, metrics).
+
+    Centred on voxel ``D//2``; radius ``min(0.4·D, D/2 − edge − 1)`` px with a
+    raised-cosine edge of ``max(3, D/16)`` px, so it reaches 0 inside the box.
+    """
+    edge = max(3.0, D / 16.0)
+    radius = max(min(0.4 * D, D / 2.0 - edge - 1.0), 0.0)
+    return soft_sphere_mask(int(D), radius, edge, ndim=3)

@@ -396,11 +396,9 @@ def default_mask(box: int) -> np.ndarray:
     Radius ``0.4·D`` px (80 % of the half box) with a raised-cosine edge of
     ``max(3, D/16)`` px, so the mask reaches 0 inside the box.
     """
-    from cryoscape.geometry.masks import soft_sphere_mask
+    from cryoscape.geometry.masks import default_volume_mask
 
-    edge = max(3.0, box / 16.0)
-    radius = min(0.4 * box, box / 2.0 - edge - 1.0)
-    return soft_sphere_mask(box, radius, edge, ndim=3).numpy().astype(np.float32)
+    return default_volume_mask(box).numpy().astype(np.float32)
 
 
 def load_mask(mask: str | Path | np.ndarray | torch.Tensor | None, box: int, apix: float) -> np.ndarray:

@@ -117,11 +117,9 @@ def default_fsc_mask(D: int) -> np.ndarray:
     Radius ``min(0.4·D, D/2 − edge − 1)`` px with a raised-cosine edge of
     ``max(3, D/16)`` px, so the mask reaches 0 inside the box.
     """
-    from cryoscape.geometry.masks import soft_sphere_mask
+    from cryoscape.geometry.masks import default_volume_mask
 
-    edge = max(3.0, D / 16.0)
-    radius = max(min(0.4 * D, D / 2.0 - edge - 1.0), 0.0)
-    return soft_sphere_mask(int(D), radius, edge, ndim=3).numpy()
+    return default_volume_mask(D).numpy()
 
 
 def _resolve_mask(mask: Any, D: int) -> Any:
