@@ -47,7 +47,8 @@ def test_demo_refuses_to_overwrite(tmp_path, capsys):
     assert (out / "report.html").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("command", ["demo", "simulate", "info", "reconstruct", "fsc", "downsample"])
+@pytest.mark.parametrize("command", ["demo", "simulate", "info", "reconstruct", "fsc", "downsample",
+                                     "analyze", "select", "traverse", "compare"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

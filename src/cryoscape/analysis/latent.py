@@ -198,6 +198,15 @@ def knn_log_density(Z: Any, k: int = 10) -> np.ndarray:
     return log_density_from_radii(dist[:, -1], X.shape[0], X.shape[1], int(k))
 
 
+def require_umap() -> Any:
+    """The ``umap`` module; a one-line InputError naming the package when it is not installed."""
+    try:
+        import umap  # type: ignore[import-not-found]
+    except ImportError:
+        raise InputError("UMAP needs the optional package umap-learn: pip install umap-learn") from None
+    return umap
+
+
 def umap_embedding(
     Z: Any, n_components: int = 2, n_neighbors: int = 15, min_dist: float = 0.1, seed: int | None = 0
 ) -> np.ndarray:
@@ -207,9 +216,6 @@ def umap_embedding(
     ``seed=None`` lets UMAP run in parallel with a random state.
     """
     X = as_latents(Z)
-    try:
-        import umap  # type: ignore[import-not-found]
-    except ImportError:
-        raise InputError("UMAP needs the optional package umap-learn: pip install umap-learn") from None
+    umap = require_umap()
     reducer = umap.UMAP(n_components=n_components, n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed)
     return np.asarray(reducer.fit_transform(X), dtype=np.float64)

@@ -21,6 +21,10 @@ COMMANDS: tuple[str, ...] = (
     "reconstruct",
     "fsc",
     "downsample",
+    "analyze",
+    "select",
+    "traverse",
+    "compare",
 )
 
 
