@@ -127,7 +127,7 @@ def backproject_images(images: torch.Tensor, rotations, shifts_A=None, ctf_param
             particles whose CTF phase changes by more than this per ``D``-spacing at
             the disc edge (high defocus in a small box) use their ``D``-spaced samples
             there instead.
-        weights: optional non-negative per-image weights ``[B]`` multiplying both the
+        weights: optional per-image weights ``[B]`` (any sign) multiplying both the
             numerator and the ``CTF²`` contributions (default 1).
     Returns:
         the *raw half-plane* accumulator (channels: Re num, Im num, Σ CTF²). After the
@@ -151,7 +151,7 @@ def backproject_images(images: torch.Tensor, rotations, shifts_A=None, ctf_param
     else:
         parts = [(y_half, slice_points(D, True, x.device), wts)]
     for y, pts, mask in parts:
-        if mask is not None and not bool((mask > 0).any()):
+        if mask is not None and not bool((mask != 0).any()):
             continue
         kx = pts.kx.to(x.dtype) / (D * apix)
         ky = pts.ky.to(x.dtype) / (D * apix)

@@ -1,0 +1,174 @@
+"""Probabilistic PCA by EM: posterior against a dense operator, subspace recovery, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import subspace_angles
+from scipy.spatial.transform import Rotation
+
+from cryoscape.errors import InputError
+from cryoscape.imaging import FourierProjector, render
+from cryoscape.inference.ppca_em import fit_ppca, frequency_weights, image_terms, posterior
+from cryoscape.models.linear import LinearHyperMolecule
+from cryoscape.particles.particle_set import ParticleSet
+from cryoscape.reconstruct.backprojection import default_mask
+
+
+def _blob(D: int, centre, sigma: float) -> np.ndarray:
+    c = np.arange(D) - D // 2
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    r2 = (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2
+    return np.exp(-r2 / (2 * sigma ** 2))
+
+
+def _truth(D: int) -> tuple[np.ndarray, np.ndarray]:
+    """A mean and two orthonormal (over voxels) smooth components, all inside the default mask."""
+    s = D / 16
+    mean = _blob(D, (0, 0, 0), 2.5 * s) + 0.6 * _blob(D, (3 * s, 0, 0), 1.5 * s)
+    c1 = _blob(D, (0, 3 * s, 0), 1.5 * s) - _blob(D, (0, -3 * s, 0), 1.5 * s)
+    c2 = _blob(D, (-3 * s, 0, 2 * s), 1.5 * s) + _blob(D, (1 * s, 1 * s, -3 * s), 1.5 * s)
+    m = default_mask(D)
+    mean, c1, c2 = mean * m, c1 * m, c2 * m
+    W = np.stack([mean, c1, c2]).reshape(3, -1).T
+    Q, _ = np.linalg.qr(W)  # components orthogonal to each other and to the mean
+    return mean, Q[:, 1:].T.reshape(2, D, D, D)
+
+
+def _ctf(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    df = rng.uniform(3000, 6000, n)
+    return {"defocus_u_A": df, "defocus_v_A": df * 0.98, "defocus_angle_deg": rng.uniform(0, 180, n),
+            "voltage_kV": np.full(n, 300.0), "cs_mm": np.full(n, 2.7), "amplitude_contrast": np.full(n, 0.1),
+            "phase_shift_deg": np.zeros(n), "bfactor_A2": np.zeros(n)}
+
+
+def _ensemble(D=20, n=300, apix=3.0, amplitude=(6.0, 4.0), contrast_spread=0.2, seed=1):
+    """Exact images of ``a_i (X0 + Σ b_ik X_k)`` rendered with the shared forward model."""
+    rng = np.random.default_rng(seed)
+    mean, comps = _truth(D)
+    b = rng.standard_normal((n, 2)) * np.asarray(amplitude)
+    a = 1.0 + contrast_spread * rng.uniform(-1, 1, n)
+    R = Rotation.random(n, random_state=seed).as_matrix().astype(np.float32)
+    shifts = rng.uniform(-2, 2, (n, 2)) * apix
+    ctf = _ctf(n, rng)
+    Rt, St = torch.as_tensor(R), torch.as_tensor(shifts, dtype=torch.float32)
+    Ct = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in ctf.items()}
+    imgs = [render(FourierProjector(torch.as_tensor(v, dtype=torch.float32)), Rt, St, Ct, apix).numpy()
+            for v in (mean, comps[0], comps[1])]
+    images = a[:, None, None] * (imgs[0] + b[:, :1, None] * imgs[1] + b[:, 1:, None] * imgs[2])
+    ps = ParticleSet.from_arrays(images.astype(np.float32), R, shifts, ctf=ctf, apix=apix, name="ensemble")
+    return ps, mean, comps, b, a
+
+
+def _dense_operator(D: int, R: np.ndarray, shifts: np.ndarray, ctf: dict, apix: float) -> np.ndarray:
+    """Real-space matrix ``[B, D², D³]`` of the forward model, column ``j`` the images of basis volume ``e_j``."""
+    Rt = torch.as_tensor(R, dtype=torch.float64)
+    St = torch.as_tensor(shifts, dtype=torch.float64)
+    Ct = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in ctf.items()}
+    cols = []
+    for j in range(D ** 3):
+        e = torch.zeros(D ** 3, dtype=torch.float64)
+        e[j] = 1.0
+        cols.append(render(FourierProjector(e.reshape(D, D, D)), Rt, St, Ct, apix).reshape(len(R), -1))
+    return torch.stack(cols, dim=-1).numpy()
+
+
+def test_estep_matches_dense_operator():
+    D, B, K, apix = 8, 3, 2, 4.0
+    rng = np.random.default_rng(3)
+    R = Rotation.random(B, random_state=3).as_matrix()
+    shifts = rng.uniform(-3, 3, (B, 2))
+    ctf = _ctf(B, rng)
+    mean = rng.standard_normal((D, D, D))
+    comps = rng.standard_normal((K, D, D, D))
+    model = LinearHyperMolecule(torch.as_tensor(mean), torch.as_tensor(comps))
+    images = rng.standard_normal((B, D, D))
+    a = np.array([0.7, 1.0, 1.3])
+    s2_px = 0.37  # real-space noise variance per pixel
+    Ct = {k: torch.as_tensor(v) for k, v in ctf.items()}
+    terms = image_terms(model, torch.as_tensor(images), torch.as_tensor(R), torch.as_tensor(shifts), Ct, apix,
+                        frequency_weights(D, apix, dtype=torch.float64))
+    post = posterior(terms["C"], terms["d"], torch.as_tensor(a), s2_px * D * D)
+
+    A = _dense_operator(D, R, shifts, ctf, apix)  # [B, D², D³]
+    for i in range(B):
+        G = A[i] @ comps.reshape(K, -1).T  # [D², K]
+        m = A[i] @ mean.reshape(-1)
+        lam = np.eye(K) + a[i] ** 2 * G.T @ G / s2_px
+        mu = np.linalg.solve(lam, a[i] * G.T @ (images[i].reshape(-1) - a[i] * m) / s2_px)
+        np.testing.assert_allclose(post.precision[i].numpy(), lam, rtol=1e-5, atol=1e-8 * np.abs(lam).max())
+        np.testing.assert_allclose(post.mean[i].numpy(), mu, rtol=1e-5, atol=1e-8 * np.abs(mu).max())
+        np.testing.assert_allclose(post.cov[i].numpy(), np.linalg.inv(lam), rtol=1e-5, atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def ensemble_fit():
+    ps, mean, comps, b, a = _ensemble(n=1200)
+    res = fit_ppca(ps, 2, n_iterations=10, ridge=1e-3, progress=False)
+    return res, mean, comps, b, a
+
+
+def test_subspace_recovered(ensemble_fit):
+    res, mean, comps, b, a = ensemble_fit
+    D = mean.shape[0]
+    m = default_mask(D).reshape(-1)
+    truth = (comps.reshape(2, -1) * m).T
+    found = (res.model.components.numpy().reshape(2, -1) * m).T
+    angles = np.degrees(subspace_angles(truth, found))
+    assert angles.max() < 5.0, angles
+    gram = res.model.components.reshape(2, -1) @ res.model.components.reshape(2, -1).T
+    np.testing.assert_allclose(gram.numpy(), np.eye(2), atol=1e-4)
+    assert res.eigenvalues[0] >= res.eigenvalues[1] > 0
+
+
+def test_latents_match_truth(ensemble_fit):
+    res, mean, comps, b, a = ensemble_fit
+    n = b.shape[0]
+    X = np.column_stack([res.latents, np.ones(n)])
+    coef, *_ = np.linalg.lstsq(X, b, rcond=None)
+    pred = X @ coef
+    for k in range(2):
+        assert abs(np.corrcoef(pred[:, k], b[:, k])[0, 1]) > 0.95
+    assert np.corrcoef(res.contrast, a)[0, 1] > 0.9
+    assert abs(res.contrast.mean() - 1) < 1e-4
+    assert res.latent_covariances.shape == (n, 2, 2)
+    assert np.all(np.isfinite(res.objective)) and res.objective[-1] > res.objective[0]
+
+
+def test_model_volume_and_state_dict():
+    D = 8
+    mean, comps = _truth(D)
+    model = LinearHyperMolecule(torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(comps, dtype=torch.float32))
+    b = torch.tensor([[0.5, -2.0]])
+    vol = model.volume(b)[0]
+    np.testing.assert_allclose(vol.numpy(), mean + 0.5 * comps[0] - 2.0 * comps[1], atol=1e-5)
+    R = torch.as_tensor(Rotation.random(2, random_state=0).as_matrix(), dtype=torch.float32)
+    direct = FourierProjector(vol).slice_half(R[:1])
+    np.testing.assert_allclose(model.slices(R[:1], b).numpy(), direct.numpy(), atol=1e-3)
+    again = LinearHyperMolecule.from_state_dict(model.state_dict())
+    assert torch.equal(again.components, model.components)
+
+
+def test_orthonormalise_keeps_span():
+    D, K = 8, 3
+    g = torch.Generator().manual_seed(0)
+    comps = torch.randn(K, D, D, D, generator=g, dtype=torch.float64)
+    model = LinearHyperMolecule(torch.zeros(D, D, D, dtype=torch.float64), comps.clone())
+    b = torch.randn(5, K, generator=g, dtype=torch.float64)
+    before = model.volume(b)
+    T, ev = model.orthonormalise_components()
+    after = model.volume(b @ T.T)
+    torch.testing.assert_close(after, before)
+    W = model.components.reshape(K, -1)
+    torch.testing.assert_close(W @ W.T, torch.eye(K, dtype=torch.float64))
+    assert torch.all(ev[:-1] >= ev[1:])
+
+
+def test_too_few_particles_and_no_poses():
+    ps, *_ = _ensemble(D=16, n=4)
+    with pytest.raises(InputError, match="more particles than components"):
+        fit_ppca(ps[:2], 2, progress=False)
+    unposed = ParticleSet.from_arrays(np.zeros((5, 16, 16), np.float32), apix=2.0, name="unposed")
+    with pytest.raises(InputError, match="no particle orientations"):
+        fit_ppca(unposed, 2, progress=False)
