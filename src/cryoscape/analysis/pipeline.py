@@ -100,7 +100,8 @@ def volume_at(run: RunDirectory, z: np.ndarray) -> np.ndarray | None:
 
     None means the run has no explicit model (no hook is registered for its
     method, or the hook declined); callers then fall back to a local
-    reconstruction or skip the volume.
+    reconstruction or skip the volume. Methods register their hooks when
+    :mod:`cryoscape.methods` is imported (the command line always does).
     """
     hook = _VOLUME_HOOKS.get(run.method)
     if hook is None:

@@ -20,6 +20,8 @@ COMMANDS: tuple[str, ...] = (
     "info",
     "reconstruct",
     "fsc",
+    "fit",
+    "volume",
     "downsample",
     "analyze",
     "select",
@@ -53,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        import cryoscape.methods  # noqa: F401  registers each method's model (volume hook) for analyze, traverse, volume
+
         return int(args._run(args) or 0)
     except CryoscapeError as exc:
         print(f"cryoscape: error: {exc}", file=sys.stderr)

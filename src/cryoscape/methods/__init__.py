@@ -1,0 +1,69 @@
+"""Named recipes users run: representation + inference + defaults, one module each.
+
+Importing this package registers each recipe's volume hook
+(:func:`cryoscape.analysis.pipeline.register_volume_hook`), so ``analyze``,
+``traverse``, ``compare`` and ``volume`` can generate volumes from a run's
+own model. It also holds two helpers any method with a model shares:
+:func:`model_volume` and :func:`component_sweep`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cryoscape.errors import InputError
+from cryoscape.methods import pca
+from cryoscape.methods.pca import run_pca
+
+__all__ = ["pca", "run_pca", "model_volume", "component_sweep", "RECIPES"]
+
+RECIPES: tuple[str, ...] = ("pca",)
+"""Method names with a recipe in this package."""
+
+
+def model_volume(run: Any, z: Any) -> np.ndarray:
+    """The volume ``[D, D, D]`` float32 the run's model gives at latent ``z (d,)``.
+
+    One-line :class:`InputError` when ``z`` does not have the latents' dimension
+    or the run's method has no model (use a local reconstruction instead).
+    """
+    from cryoscape.analysis.pipeline import volume_at
+
+    point = np.asarray(z, dtype=np.float64).reshape(-1)
+    d = _latent_dim(run)
+    if point.size != d:
+        raise InputError(f"the latent point has {point.size} coordinates but the run {run.path} has {d}-D latents; "
+                         "give one value per dimension")
+    vol = volume_at(run, point)
+    if vol is None:
+        raise InputError(f"{run.method!r} runs have no model to generate volumes from; "
+                         "use --near-particle for a local reconstruction instead")
+    return vol
+
+
+def _latent_dim(run: Any) -> int:
+    """Dimension ``d`` of the run's latents."""
+    return int(run.read_latents()[0].shape[1])
+
+
+def component_sweep(latents: Any, component: int, steps: int, low: float = 5.0, high: float = 95.0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Latent points along one coordinate: ``(points [steps, d], percentiles [steps])``.
+
+    Coordinate ``component`` (1-based) runs through the ``low``–``high``
+    percentiles of its values over the particles, evenly spaced in percentile;
+    every other coordinate sits at its mean.
+    """
+    Z = np.asarray(latents, dtype=np.float64)
+    Z = Z[:, None] if Z.ndim == 1 else Z
+    d = Z.shape[1]
+    if not 1 <= component <= d:
+        raise InputError(f"--component {component} does not exist; the latents have components 1 to {d}")
+    if steps < 2:
+        raise InputError(f"--steps must be at least 2; got {steps}")
+    pct = np.linspace(low, high, steps)
+    points = np.repeat(Z.mean(axis=0)[None, :], steps, axis=0)
+    points[:, component - 1] = np.percentile(Z[:, component - 1], pct)
+    return points, pct

@@ -1,0 +1,368 @@
+"""The ``pca`` recipe: probabilistic PCA of posed particles (survey §5).
+
+Representation: the linear hyper-molecule ``V(b) = X0 + Σ_k b_k X_k``
+(:class:`cryoscape.models.linear.LinearHyperMolecule`). Inference: EM
+(:func:`cryoscape.inference.ppca_em.fit_ppca`). This module adds the defaults,
+the input checks and the run directory.
+
+Run directory (see :mod:`cryoscape.io.run_dir`)::
+
+    run/
+      config.yaml        method "pca", the particle file, every hyper-parameter
+      latents.npy        [N, K] float32 posterior means, particle order
+      latents_cov.npy    [N, K, K] float32 posterior covariances
+      contrast.npy       [N] float32 per-particle contrast (mean 1)
+      weights.pt         LinearHyperMolecule.state_dict() (load with weights_only=True)
+      metrics.json       eigenvalues, sigma2, objective per iteration, timings
+      mean.mrc           X0, with the voxel size of the fit
+      component_01.mrc   X_1 .. X_K (orthonormal inside the mask), same voxel size
+      log.txt
+      particles_box<D>.star/.mrcs   only with ``downsample``: the images fitted
+
+Downsampling: with ``downsample=D`` the images are Fourier-cropped once into
+the run folder (:func:`cryoscape.particles.preprocess.downsample_particles`),
+and that STAR file becomes the run's particle file. The model, the latents and
+any later local reconstruction (``cryoscape volume --near-particle``) then
+share one box and pixel size; the original file is kept in
+``params.source_particles``. A mask given at the original box is
+Fourier-cropped to ``D`` and clipped to ``[0, 1]``.
+
+Resuming: the EM fit keeps no checkpoints, so a run cannot be continued;
+:func:`run_pca` with ``resume=True`` says so in one line.
+
+Volumes at latent points for ``analyze``, ``traverse``, ``compare`` and
+``volume`` come from :func:`pca_volume`, registered as the volume hook of the
+method ``pca`` when :mod:`cryoscape.methods` is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryoscape.errors import InputError
+
+__all__ = [
+    "METHOD",
+    "MEAN_MAP",
+    "PCASettings",
+    "PCARun",
+    "component_map_name",
+    "run_pca",
+    "load_model",
+    "pca_volume",
+]
+
+METHOD = "pca"
+MEAN_MAP = "mean.mrc"
+CONTRAST = "contrast.npy"
+
+
+def component_map_name(k: int) -> str:
+    """File name of principal volume ``k`` (1-based): ``component_01.mrc``."""
+    return f"component_{int(k):02d}.mrc"
+
+
+@dataclass
+class PCASettings:
+    """Hyper-parameters of a ``pca`` fit (all stored in ``config.yaml``).
+
+    components: ``K``; iterations: EM passes over the images; mask: soft-mask MRC
+    path or None (default sphere); resolution_limit_A: ignore frequencies finer
+    than this (Å) or None; downsample: Fourier-crop the images to this even box
+    first, or None; seed: seeds the initial components; ridge, estimate_contrast,
+    contrast_warmup, use_ctf, oversampling: see :func:`~cryoscape.inference.ppca_em.fit_ppca`;
+    batch_size: images per batch; device: ``"cpu"`` or ``"cuda"``.
+    """
+
+    components: int
+    iterations: int = 20
+    mask: str | None = None
+    resolution_limit_A: float | None = None
+    downsample: int | None = None
+    seed: int = 0
+    ridge: float = 1e-2
+    estimate_contrast: bool = True
+    contrast_warmup: int = 3
+    use_ctf: bool = True
+    oversampling: int = 2
+    batch_size: int = 256
+    device: str = "cpu"
+
+    def check(self) -> None:
+        """One-line :class:`InputError` for impossible values (before any work)."""
+        if self.components < 1:
+            raise InputError(f"--components is {self.components}; give at least 1")
+        if self.iterations < 1:
+            raise InputError(f"--iterations is {self.iterations}; run at least 1")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1; got {self.batch_size}")
+        if self.resolution_limit_A is not None and not self.resolution_limit_A > 0:
+            raise InputError(f"--resolution-limit must be a positive length in Å; got {self.resolution_limit_A}")
+        if self.downsample is not None and (self.downsample < 8 or self.downsample % 2):
+            raise InputError(f"--downsample {self.downsample} must be an even box of at least 8 px")
+
+
+@dataclass
+class PCARun:
+    """What :func:`run_pca` produced: the run folder, the fit and the files written."""
+
+    run: Any  # RunDirectory
+    result: Any  # PPCAResult
+    files: list[Path] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+# ---------------------------------------------------------------- inputs
+def _load_particles(particles_path: str | os.PathLike, datadir: str | os.PathLike | None, n_components: int) -> Any:
+    """The posed particle set, with the one-line errors a user can fix."""
+    from cryoscape.particles import ParticleSet
+
+    ps = ParticleSet.from_file(particles_path, datadir=datadir)
+    ps.require_poses("cryoscape fit pca")
+    if len(ps) <= n_components:
+        raise InputError(f"{particles_path} has {len(ps)} particles for {n_components} components; "
+                         "use fewer --components than particles")
+    return ps
+
+
+def _target_geometry(ps: Any, downsample: int | None) -> tuple[int, float]:
+    """Box (px) and pixel size (Å) the fit runs at."""
+    box, apix = int(ps.box), float(ps.apix)
+    if downsample is None or downsample == box:
+        return box, apix
+    if downsample > box:
+        raise InputError(f"--downsample {downsample} is larger than the particle box {box}; choose an even box below {box}")
+    return int(downsample), apix * box / downsample
+
+
+def _refuse_resume(out_dir: str | os.PathLike) -> None:
+    """Always raises: PPCA EM keeps no checkpoints, so there is nothing to continue from."""
+    from cryoscape.io.run_dir import WEIGHTS, RunDirectory
+
+    run = RunDirectory.open(out_dir)
+    if run.method != METHOD:
+        raise InputError(f"cannot resume {out_dir}: it holds a {run.method!r} run, not 'pca'; choose another output folder")
+    state = "a finished" if (run.path / WEIGHTS).is_file() else "an unfinished"
+    raise InputError(f"{out_dir} holds {state} pca run and PPCA EM keeps no checkpoints, so there is nothing "
+                     "to resume; pass --force to fit again")
+
+
+def _refuse_existing(root: Path, force: bool) -> None:
+    """A non-empty output folder is refused unless ``force`` (before any work)."""
+    from cryoscape.errors import OutputExistsError
+
+    if not force and root.is_dir() and any(root.iterdir()):
+        raise OutputExistsError(f"{root} is not empty; pass --force to overwrite it or choose another output folder")
+
+
+def _flat_config(ps: Any, particles_path: str | os.PathLike, datadir: str | os.PathLike | None,
+                 s: PCASettings, box: int, apix: float, run_root: Path) -> dict[str, Any]:
+    """The flat config for :meth:`RunDirectory.create` (data keys plus every hyper-parameter)."""
+    source = str(Path(particles_path).expanduser().resolve())
+    params = asdict(s)
+    params["mask"] = None if s.mask is None else str(Path(s.mask).expanduser().resolve())
+    if s.downsample is None or box == int(ps.box):
+        return {"particles": source, "datadir": datadir, "n_particles": len(ps), "box": box, "apix": apix, **params}
+    return {"particles": run_root / f"particles_box{box}.star", "datadir": None, "n_particles": len(ps),
+            "box": box, "apix": apix, "source_particles": source,
+            "source_datadir": None if datadir is None else str(Path(datadir).expanduser().resolve()),
+            "source_box": int(ps.box), "source_apix": float(ps.apix), **params}
+
+
+def _mask_at(mask: str | None, box: int, apix: float) -> Any:
+    """The mask for the fit box: the path as is, or a Fourier-cropped copy of a larger mask (clipped to [0, 1])."""
+    if mask is None:
+        return None
+    from cryoscape.io.mrc import read_mrc
+    from cryoscape.particles.preprocess import fourier_crop_volume
+
+    data, mask_apix = read_mrc(mask)
+    if data.ndim != 3 or data.shape[0] <= box:
+        return mask  # load_mask checks box and voxel size
+    scaled = mask_apix * data.shape[0] / box
+    if mask_apix > 0 and abs(scaled - apix) > 0.01 * apix:
+        raise InputError(f"{mask} has voxel size {mask_apix:g} Å, which does not match the particles; resample the mask")
+    return np.clip(fourier_crop_volume(data, box), 0.0, 1.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------- outputs
+def _save_npy(path: Path, array: np.ndarray) -> Path:
+    """``np.save`` atomically without pickles (overwrites)."""
+    from cryoscape.io.atomic import atomic_path
+
+    with atomic_path(path, force=True) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+    return path
+
+
+def _clear_outputs(root: Path) -> None:
+    """Remove the maps and cropped images of an earlier fit in ``root`` (``--force`` may change K or the box)."""
+    stale = [root / MEAN_MAP, root / CONTRAST, *root.glob("component_*.mrc"), *root.glob("particles_box*.star"),
+             *root.glob("particles_box*.mrcs")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+
+
+def _write_maps(root: Path, model: Any, apix: float) -> list[Path]:
+    """``mean.mrc`` and ``component_XX.mrc`` with the fit's voxel size."""
+    from cryoscape.io.mrc import write_mrc
+
+    paths = [write_mrc(root / MEAN_MAP, model.mean.cpu().numpy(), apix, force=True)]
+    for k, comp in enumerate(model.components.cpu().numpy(), start=1):
+        paths.append(write_mrc(root / component_map_name(k), comp, apix, force=True))
+    return paths
+
+
+def _metrics(result: Any, elapsed_s: float) -> dict[str, Any]:
+    """Scalar summaries for ``metrics.json``."""
+    return {
+        "eigenvalues": np.asarray(result.eigenvalues, dtype=np.float64),
+        "sigma2": float(result.sigma2),
+        "objective": [float(v) for v in result.objective],
+        "contrast_mean": float(np.mean(result.contrast)),
+        "contrast_std": float(np.std(result.contrast)),
+        "n_iterations": len(result.objective),
+        "elapsed_s": float(elapsed_s),
+    }
+
+
+def _write_outputs(run: Any, result: Any, elapsed_s: float) -> list[Path]:
+    """Latents, contrast, weights, metrics and maps into the run folder."""
+    from cryoscape.io.run_dir import LATENTS, LATENTS_COV, METRICS
+
+    run.write_latents(result.latents, cov=result.latent_covariances)
+    files = [run.path / LATENTS, run.path / LATENTS_COV,
+             _save_npy(run.path / CONTRAST, np.asarray(result.contrast, dtype=np.float32)),
+             run.save_weights(result.model.state_dict())]
+    run.write_metrics(_metrics(result, elapsed_s), merge=False)
+    files.append(run.path / METRICS)
+    return files + _write_maps(run.path, result.model, float(result.apix))
+
+
+# ---------------------------------------------------------------- the recipe
+def run_pca(
+    particles_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    components: int,
+    iterations: int = 20,
+    *,
+    mask: str | None = None,
+    resolution_limit_A: float | None = None,
+    downsample: int | None = None,
+    datadir: str | os.PathLike | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: str = "cpu",
+    force: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+) -> PCARun:
+    """Fit probabilistic PCA to a posed particle file and write the run folder ``out_dir``.
+
+    Args:
+        particles_path: STAR / .cs file with poses (and CTF, used when present).
+        out_dir: run folder; refused when not empty unless ``force``.
+        components: number of principal volumes ``K`` (fewer than the particles).
+        iterations: EM iterations. mask: soft mask MRC (default sphere).
+        resolution_limit_A: ignore frequencies finer than this (Å).
+        downsample: Fourier-crop the images to this even box first (see the module docstring).
+        datadir: folder of the particle stacks if the file's paths do not resolve.
+        seed: seeds the initial components. batch_size, device: how to compute.
+        force: overwrite an earlier run in ``out_dir``. resume: refused with a
+            one-line error (the fit keeps no checkpoints).
+        progress: progress bars.
+    Returns:
+        :class:`PCARun` with the run folder, the :class:`~cryoscape.inference.ppca_em.PPCAResult`
+        and the files written.
+    """
+    from cryoscape.inference.ppca_em import fit_ppca
+    from cryoscape.io.run_dir import RunDirectory
+
+    s = PCASettings(components, iterations, None if mask is None else str(mask), resolution_limit_A, downsample,
+                    seed, batch_size=batch_size, device=device)
+    s.check()
+    if resume:
+        _refuse_resume(out_dir)
+    root = Path(out_dir).expanduser()
+    _refuse_existing(root, force)
+    ps = _load_particles(particles_path, datadir, components)
+    box, apix = _target_geometry(ps, downsample)
+    run = RunDirectory.create(root, METHOD, _flat_config(ps, particles_path, datadir, s, box, apix, root.resolve()),
+                              force=force)
+    _clear_outputs(run.path)
+    ps = _prepare_images(run, ps, box, s, progress)
+    run.log(f"particles: {len(ps)} from {particles_path}, box {box} px, {apix:.4g} Å/px")
+    start = time.perf_counter()
+    with run.log(f"PPCA EM: K = {components}, {iterations} iterations"):
+        result = fit_ppca(ps, components, iterations, mask=_mask_at(s.mask, box, apix),
+                          resolution_limit_A=resolution_limit_A, seed=seed, progress=progress, ridge=s.ridge,
+                          estimate_contrast=s.estimate_contrast, contrast_warmup=s.contrast_warmup,
+                          use_ctf=s.use_ctf, batch_size=batch_size, oversampling=s.oversampling, device=device)
+    elapsed = time.perf_counter() - start
+    files = _write_outputs(run, result, elapsed)
+    run.log(f"eigenvalues {np.round(result.eigenvalues, 4).tolist()}, sigma2 {result.sigma2:.4g}, "
+            f"objective {result.objective[-1]:.6g}")
+    return PCARun(run, result, files, elapsed)
+
+
+def _prepare_images(run: Any, ps: Any, box: int, s: PCASettings, progress: bool) -> Any:
+    """The particle set at the fit box: ``ps`` itself, or a Fourier-cropped copy written into the run."""
+    if box == int(ps.box):
+        return ps
+    from cryoscape.particles.preprocess import downsample_particles
+
+    with run.log(f"Fourier-cropping {len(ps)} images from {ps.box} to {box} px"):
+        return downsample_particles(ps, box, run.path, force=True, batch_size=max(s.batch_size, 256),
+                                    progress=progress, stack_name=f"particles_box{box}.mrcs",
+                                    star_name=f"particles_box{box}.star")
+
+
+# ---------------------------------------------------------------- the model hook
+_MODELS: dict[tuple[str, int], Any] = {}
+
+
+def load_model(run: Any) -> Any:
+    """The fitted :class:`~cryoscape.models.linear.LinearHyperMolecule` of a ``pca`` run.
+
+    ``weights.pt`` is read with ``weights_only=True``; the last model read is
+    kept until the file changes, so many volumes from one run read it once.
+    """
+    import torch
+
+    from cryoscape.io.run_dir import WEIGHTS
+    from cryoscape.models.linear import LinearHyperMolecule
+
+    path = run.path / WEIGHTS
+    key = (str(path.resolve()), path.stat().st_mtime_ns if path.is_file() else -1)
+    if key not in _MODELS:
+        state = run.load_weights()  # one-line error when the fit has not finished
+        _MODELS.clear()
+        _MODELS[key] = LinearHyperMolecule.from_state_dict(state).to(dtype=torch.float32)
+    return _MODELS[key]
+
+
+def pca_volume(run: Any, z: np.ndarray) -> np.ndarray:
+    """``X0 + Σ_k z_k X_k`` ``[D, D, D]`` float32 at the run's box and voxel size, for latent ``z (K,)``."""
+    model = load_model(run)
+    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    if z.size != model.K:
+        raise InputError(f"the latent point has {z.size} coordinates but the pca run {run.path} has "
+                         f"{model.K} components; give one per component")
+    return model.volume(z).cpu().numpy().astype(np.float32)
+
+
+def _register() -> None:
+    """Make ``pca`` runs produce volumes from their model in analyze/traverse/compare/volume."""
+    from cryoscape.analysis.pipeline import register_volume_hook
+
+    register_volume_hook(METHOD, pca_volume)
+
+
+_register()
