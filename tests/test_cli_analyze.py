@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import json
-import re
 from pathlib import Path
 
 import mrcfile
@@ -18,6 +16,7 @@ from cryoscape.cli.main import main
 from cryoscape.errors import InputError
 from cryoscape.io.run_dir import RunDirectory
 from cryoscape.simulate import simulate_dataset
+from _helpers import one_line_error as _one_line_error, embedded_pngs as _embedded_pngs
 
 
 def make_run(root: Path, sim, method: str = "test", noise: float = 0.05, seed: int = 0, **extra) -> Path:
@@ -36,19 +35,6 @@ def sim(tmp_path_factory):
     out = tmp_path_factory.mktemp("analyze") / "sim"
     return simulate_dataset("adk", n_particles=300, box=32, apix=3.0, snr=0.1, conformations="0,20,40,60,80,97",
                             out_dir=out, progress=False, seed=1)
-
-
-def _embedded_pngs(html: str) -> list[bytes]:
-    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
-
-
-def _one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("cryoscape: error:")
-    for n in needles:
-        assert n in err[0], (n, err[0])
-    return err[0]
 
 
 def test_analyze_writes_arrays_figures_and_report(sim, tmp_path, capsys):

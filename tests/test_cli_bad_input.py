@@ -11,6 +11,7 @@ import pytest
 import starfile
 
 from cryoscape.cli.main import main
+from _helpers import one_line_error as _one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +27,6 @@ def _copy(sim_dir: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "copy"
     shutil.copytree(sim_dir, dst)
     return dst
-
-
-def _one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("cryoscape: error:")
-    for n in needles:
-        assert n in err[0], (n, err[0])
-    return err[0]
 
 
 def test_missing_file(tmp_path, capsys):

@@ -14,6 +14,7 @@ import yaml
 
 from cryoscape.cli.main import main
 from cryoscape.simulate import simulate_dataset
+from _helpers import one_line_error as _one_line_error
 
 N, BOX, APIX = 400, 32, 4.0
 
@@ -37,15 +38,6 @@ def run(sim, tmp_path_factory) -> Path:
 def _mrc(path: Path) -> tuple[np.ndarray, float]:
     with mrcfile.open(path) as m:
         return np.asarray(m.data, dtype=np.float64).copy(), float(m.voxel_size.x)
-
-
-def _one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("cryoscape: error:")
-    for n in needles:
-        assert n in err[0], (n, err[0])
-    return err[0]
 
 
 # ------------------------------------------------------------------ fit

@@ -14,6 +14,7 @@ from cryoscape.cli.main import main
 from cryoscape.io.run_dir import RunDirectory
 from cryoscape.particles import ParticleSet
 from cryoscape.simulate import simulate_dataset
+from _helpers import one_line_error as _one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +40,6 @@ def _run(root: Path, sim, latents: np.ndarray, method: str = "test") -> Path:
 @pytest.fixture
 def run(sim, tmp_path) -> Path:
     return _run(tmp_path / "run", sim, _latents(sim))
-
-
-def _one_line_error(capsys, *needles: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    assert err[0].startswith("cryoscape: error:")
-    for n in needles:
-        assert n in err[0], (n, err[0])
-    return err[0]
 
 
 # ------------------------------------------------------------------ select

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import io
-import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from cryoscape.cli.main import main
-
-
-def _embedded_pngs(html: str) -> list[bytes]:
-    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
+from _helpers import embedded_pngs as _embedded_pngs
 
 
 def test_demo_writes_map_and_self_contained_report(tmp_path, capsys):
