@@ -43,7 +43,8 @@ def test_demo_refuses_to_overwrite(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["demo", "simulate", "info", "reconstruct", "fsc", "downsample",
-                                     "analyze", "select", "traverse", "compare", "fit", "volume"])
+                                     "analyze", "select", "traverse", "compare", "fit", "volume",
+                                     "bench"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])

@@ -27,6 +27,7 @@ COMMANDS: tuple[str, ...] = (
     "select",
     "traverse",
     "compare",
+    "bench",
 )
 
 

@@ -1,0 +1,76 @@
+"""``cryoscape bench``: fit methods on a benchmark dataset and score them against its ground truth."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Build (or reuse from the cache) a benchmark dataset with ground truth, fit each
+method with its defaults into OUT/<dataset>/<method>/, and score it:
+
+  per-image FSC AUC  100 evenly spaced particles; the method's volume at each
+                     particle's latent against the true volume of its
+                     conformation (soft-sphere mask, area to Nyquist), mean ± std
+  |Spearman|         first principal component of the latents against the true
+                     coordinate (2-D truth: the largest over its axes)
+  kNN preservation   10 nearest latent neighbours kept among the true ones,
+                     with the chance level
+  outlier ROC AUC    adk-junk only: junk score of the latents against the labels
+  wall s             the method's run time
+
+Two references are scored on the same particles: consensus (one map from all
+particles) and oracle (for each sampled particle, the map from the particles of
+its true conformation, with true poses). Writes OUT/results.json,
+OUT/results.md (a table) and OUT/results.html (self-contained).
+
+datasets: adk-1d, adk-1d-snr0.01, adk-2d, adk-junk. methods: pca.
+"""
+
+EPILOG = """\
+examples:
+  cryoscape bench --dataset adk-1d --methods pca -o bench/
+  cryoscape bench --dataset adk-junk --methods pca --n-particles 2000 --box 32 --cache ~/bench-cache -o junk/ --force
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``bench`` sub-command."""
+    p = subparsers.add_parser("bench", help="benchmark methods on a dataset with ground truth",
+                              description=DESCRIPTION, epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", required=True, metavar="NAME", help="benchmark dataset, e.g. adk-1d")
+    p.add_argument("--methods", required=True, nargs="+", metavar="METHOD",
+                   help="methods to fit (space or comma separated), e.g. pca")
+    p.add_argument("-o", "--output", default="bench_results", metavar="OUT",
+                   help="results folder (default bench_results)")
+    p.add_argument("--cache", metavar="DIR",
+                   help="dataset cache (default $CRYOSCAPE_BENCH_CACHE or ~/.cache/cryoscape/bench)")
+    p.add_argument("--n-particles", type=int, metavar="N", help="dataset size (default the dataset's, 20000)")
+    p.add_argument("--box", type=int, metavar="D", help="image box in px, field of view kept (default 64)")
+    p.add_argument("--iterations", type=int, metavar="N", help="iterations of every method (default each method's own)")
+    p.add_argument("--n-samples", type=int, default=100, metavar="N",
+                   help="particles sampled for the per-image FSC (default 100)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite OUT; rebuild a cached dataset made with other settings")
+    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    return p
+
+
+def _method_names(values: list[str]) -> list[str]:
+    """``["pca,drgn", "gmm"]`` -> ``["pca", "drgn", "gmm"]``."""
+    return [name for v in values for name in v.split(",") if name]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print the results table."""
+    from cryoscape.bench.report import results_markdown
+    from cryoscape.bench.runner import check_methods, run_benchmark
+
+    methods = check_methods(_method_names(args.methods))
+    options = {} if args.iterations is None else {m: {"iterations": args.iterations} for m in methods}
+    res = run_benchmark(args.dataset, methods, args.output, cache_dir=args.cache, n_particles=args.n_particles,
+                        box=args.box, n_samples=args.n_samples, method_options=options, force=args.force,
+                        progress=not args.no_progress, log=print)
+    print(results_markdown(res))
+    print("wrote " + ", ".join(str(p) for p in res.files.values()))
+    return 0
