@@ -382,12 +382,7 @@ def _insert_complex(slices: torch.Tensor, rotations, D: int, oversampling: float
     vals = slices.reshape(-1, D * D)[:, pts.full_index]
     acc = insert_half(torch.view_as_real(vals.contiguous()), R, D, oversampling, half=hermitian)
     acc = torch.view_as_complex(acc.permute(1, 2, 3, 0).contiguous())
-    if hermitian and complete:
-        acc = hermitian_complete(acc)
-    if out is not None:
-        out += acc
-        return out
-    return acc
+    return _finish_insert(acc, out, hermitian and complete)
 
 
 def insert_slices(slices: torch.Tensor, rotations, D: int, oversampling: float = 2.0,
@@ -425,12 +420,17 @@ def insert_weights(weights: torch.Tensor, rotations, D: int, oversampling: float
     pts = slice_points(D, hermitian, weights.device)
     vals = weights.reshape(-1, D * D)[:, pts.full_index][..., None]
     acc = insert_half(vals, R, D, oversampling, half=hermitian)[0]
-    if hermitian and complete:
+    return _finish_insert(acc, out, hermitian and complete)
+
+
+def _finish_insert(acc: torch.Tensor, out: torch.Tensor | None, complete: bool) -> torch.Tensor:
+    """Hermitian-complete ``acc`` if asked, then add it to ``out`` in place (or return it)."""
+    if complete:
         acc = hermitian_complete(acc)
-    if out is not None:
-        out += acc
-        return out
-    return acc
+    if out is None:
+        return acc
+    out += acc
+    return out
 
 
 class FourierProjector:

@@ -31,6 +31,14 @@ from cryoscape.particles.particle_set import (
 )
 
 
+def _stack_source(stack_names: Any, frames: np.ndarray, meta_path: Path, datadir: Path | None,
+                  warn_unlisted: bool = False) -> StackImageSource:
+    """Lazy images from per-particle stack names and 0-based frame indices, resolved as in :func:`_resolve_stacks`."""
+    codes, uniques = pd.factorize(stack_names)
+    paths = _resolve_stacks(list(uniques), meta_path.parent, datadir)
+    return StackImageSource(paths, codes, frames, referenced_by=meta_path, warn_unlisted=warn_unlisted)
+
+
 def _resolve_stacks(names: Sequence[str], meta_dir: Path, datadir: Path | None) -> list[Path]:
     """Find each referenced stack: ``datadir/name``, ``datadir/basename``, then beside the metadata file."""
     out = []
@@ -112,9 +120,7 @@ def _from_star(star: _star.RelionStar, datadir: Path | None) -> ParticleSet:
     images = None
     if "rlnImageName" in df.columns:
         idx, stack = _star.split_image_names(df["rlnImageName"], path)
-        codes, uniques = pd.factorize(stack)
-        paths = _resolve_stacks(list(uniques), path.parent, datadir)
-        images = StackImageSource(paths, codes, idx.to_numpy() - 1, referenced_by=path, warn_unlisted=True)
+        images = _stack_source(stack, idx.to_numpy() - 1, path, datadir, warn_unlisted=True)
     source = _Source("star", path, df, optics, star.other_blocks)
     return ParticleSet(
         n,
@@ -186,10 +192,7 @@ def _from_cs(path: Path, arr: np.ndarray, datadir: Path | None) -> ParticleSet:
     og = (np.asarray(arr["ctf/exp_group_id"]).astype(np.int64) + 1) if "ctf/exp_group_id" in names else np.ones(n, np.int64)
     images = None
     if "blob/path" in names and "blob/idx" in names:
-        blob = _cs.cs_blob_paths(arr)
-        codes, uniques = pd.factorize(blob)
-        paths = _resolve_stacks(list(uniques), path.parent, datadir)
-        images = StackImageSource(paths, codes, np.asarray(arr["blob/idx"]).astype(np.int64), referenced_by=path)
+        images = _stack_source(_cs.cs_blob_paths(arr), np.asarray(arr["blob/idx"]).astype(np.int64), path, datadir)
     return ParticleSet(
         n,
         images=images,
