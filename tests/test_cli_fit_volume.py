@@ -189,14 +189,37 @@ def test_more_components_than_particles_is_refused(sim, tmp_path, capsys):
     _one_line_error(capsys, "components", str(N))
 
 
-def test_existing_run_needs_force_and_resume_is_refused(run, sim, capsys):
+def test_existing_run_needs_force_and_finished_resume_asks_for_more_iterations(run, sim, capsys):
     before = (run / "latents.npy").read_bytes()
     assert main(["fit", "pca", str(sim.star_path), "-o", str(run), "--components", "2"]) == 2
     _one_line_error(capsys, "--force")
     assert main(["fit", "pca", str(sim.star_path), "-o", str(run), "--components", "2", "--iterations", "5",
                  "--resume"]) == 2
-    _one_line_error(capsys, "finished", "no checkpoints", "--force")
+    _one_line_error(capsys, "already has 5", "--iterations")
     assert (run / "latents.npy").read_bytes() == before
+
+
+def test_resume_continues_to_the_uninterrupted_result(run, sim, tmp_path):
+    """3 iterations then --resume to 5 gives the same model and latents as 5 in one go."""
+    part = tmp_path / "part"
+    args = ["fit", "pca", str(sim.star_path), "-o", str(part), "--components", "2", "--no-progress"]
+    assert main(args + ["--iterations", "3"]) == 0
+    assert (part / "checkpoints").is_dir()
+    assert main(args + ["--iterations", "5", "--resume"]) == 0
+    whole = torch.load(run / "weights.pt", weights_only=True)
+    resumed = torch.load(part / "weights.pt", weights_only=True)
+    for key in ("mean", "components"):
+        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.load(part / "latents.npy"), np.load(run / "latents.npy"), rtol=1e-4, atol=1e-5)
+    metrics = json.loads((part / "metrics.json").read_text())
+    assert len(metrics["objective"]) == 5
+    assert "resuming after iteration 3" in (part / "log.txt").read_text()
+
+
+def test_resume_with_other_settings_is_refused(run, sim, capsys):
+    assert main(["fit", "pca", str(sim.star_path), "-o", str(run), "--components", "3", "--iterations", "8",
+                 "--resume"]) == 2
+    _one_line_error(capsys, "components", "--force")
 
 
 def test_existing_volume_needs_force(run, tmp_path, capsys):

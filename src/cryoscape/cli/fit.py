@@ -28,8 +28,9 @@ contrast.npy, weights.pt, metrics.json, mean.mrc, component_01.mrc ... and
 log.txt into OUT. With --downsample the images are Fourier-cropped once into
 OUT/particles_boxD.star/.mrcs, the particle file of the run.
 
-The EM fit keeps no checkpoints: --resume is refused with an explanation;
---force starts over.
+The EM state is checkpointed after every iteration (OUT/checkpoints/): --resume
+continues a stopped fit, or an ended one with a larger --iterations, with the
+same result as an uninterrupted fit; --force starts over.
 """
 
 EPILOG = """\
@@ -68,7 +69,7 @@ def _add_pca(methods: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to compute (default cpu)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--force", action="store_true", help="overwrite an earlier run in RUN")
-    again.add_argument("--resume", action="store_true", help="continue a run (PPCA keeps no checkpoints: refused)")
+    again.add_argument("--resume", action="store_true", help="continue the run in RUN from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
 
 

@@ -99,7 +99,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -418,14 +418,20 @@ def _batch_inputs(particles, idx: np.ndarray, use_ctf: bool, device, dtype):
 
 
 def _initial_model(particles, K: int, mask: torch.Tensor, oversampling: int, ridge: float,
-                   use_ctf: bool, batch_size: int, device, dtype, seed: int) -> LinearHyperMolecule:
-    """``X0`` from a CTF-weighted backprojection; components seeded smooth random volumes in ``mask``."""
+                   use_ctf: bool, batch_size: int, device, dtype, seed: int,
+                   initial_components=None) -> LinearHyperMolecule:
+    """``X0`` from a CTF-weighted backprojection; components given or seeded smooth random volumes in ``mask``."""
     from cryoscape.reconstruct.backprojection import backproject
 
     sums = backproject(particles, half_sets=False, use_ctf=use_ctf, batch_size=batch_size,
                        oversampling=oversampling, device=device, progress=False)
     mean = torch.as_tensor(np.asarray(sums.volume(0, regulariser=ridge)), dtype=dtype, device=device)
     D = mean.shape[-1]
+    if initial_components is not None:
+        comps = torch.as_tensor(np.asarray(initial_components), dtype=dtype, device=device)
+        if tuple(comps.shape) != (K, D, D, D):
+            raise InputError(f"initial components have shape {tuple(comps.shape)}; expected {(K, D, D, D)}")
+        return LinearHyperMolecule(mean, comps * mask, float(oversampling))
     g = torch.Generator().manual_seed(int(seed))
     noise = torch.randn(K, D, D, D, generator=g, dtype=torch.float64)
     k = torch.fft.fftfreq(D, dtype=torch.float64)
@@ -469,7 +475,9 @@ def fit_ppca(particles, n_components: int, n_iterations: int = 20, mask=None,
              ridge: float = 1e-2, estimate_contrast: bool = True, contrast_warmup: int = 3,
              use_ctf: bool = True,
              batch_size: int = 256, oversampling: int = 2, device: str | torch.device = "cpu",
-             dtype: torch.dtype = torch.float32) -> PPCAResult:
+             dtype: torch.dtype = torch.float32, initial_components=None,
+             start_state: Mapping | None = None,
+             on_iteration: Callable[[int, dict], None] | None = None) -> PPCAResult:
     """Fit ``V_i = X0 + Σ_k b_ik X_k`` to a posed particle set by EM (see the module docstring).
 
     Args:
@@ -489,6 +497,18 @@ def fit_ppca(particles, n_components: int, n_iterations: int = 20, mask=None,
             ``a_i = 1`` first, while the components start to explain the heterogeneity.
         batch_size: images per batch; oversampling: padded-grid factor;
         device, dtype: where and in which precision to compute.
+        initial_components: ``[K, D, D, D]`` starting principal volumes (e.g. the
+            top eigenvectors of :mod:`cryoscape.inference.covariance`, scaled by
+            the square roots of their eigenvalues); default: seeded smooth random
+            volumes.
+        start_state: a state passed to ``on_iteration`` by an earlier fit with the
+            same data and settings; the fit continues after its iteration, and the
+            result equals an uninterrupted fit (EM draws no random numbers after
+            the start).
+        on_iteration: called after every iteration with ``(iterations done, state)``;
+            ``state`` holds tensors and floats only (volumes, noise variance,
+            contrasts, posteriors, objective), so it can be saved with
+            :meth:`~cryoscape.io.run_dir.RunDirectory.save_checkpoint`.
     Returns:
         :class:`PPCAResult` with orthonormal principal volumes.
     """
@@ -498,16 +518,19 @@ def fit_ppca(particles, n_components: int, n_iterations: int = 20, mask=None,
     D, apix, n = int(particles.box), float(particles.apix), len(particles)
     use_ctf = use_ctf and bool(particles.has_ctf)
     mask_t = torch.as_tensor(load_mask(mask, D, apix), dtype=dtype, device=device)
-    model = _initial_model(particles, n_components, mask_t, oversampling, ridge, use_ctf, batch_size,
-                           device, dtype, seed)
     K = n_components
-    state = {"mean": torch.zeros(n, K, dtype=dtype, device=device),
-             "cov": torch.zeros(n, K, K, dtype=dtype, device=device),
-             "contrast": torch.ones(n, dtype=dtype, device=device), "s2": None}
+    if start_state is not None:
+        model, state, objective, first = _restore(start_state, n, K, D, float(oversampling), device, dtype)
+    else:
+        model = _initial_model(particles, n_components, mask_t, oversampling, ridge, use_ctf, batch_size,
+                               device, dtype, seed, initial_components)
+        state = {"mean": torch.zeros(n, K, dtype=dtype, device=device),
+                 "cov": torch.zeros(n, K, K, dtype=dtype, device=device),
+                 "contrast": torch.ones(n, dtype=dtype, device=device), "s2": None}
+        objective, first = [], 0
     h = frequency_weights(D, apix, resolution_limit_A, device, dtype)
     n_coeff = float(h.sum())
-    objective: list[float] = []
-    steps = range(n_iterations)
+    steps = range(first, n_iterations)
     if progress:
         from tqdm import tqdm
 
@@ -525,7 +548,36 @@ def fit_ppca(particles, n_components: int, n_iterations: int = 20, mask=None,
         state["contrast"] /= scale
         model.set_volumes(mean * scale, comps * scale)
         state["s2"] = max(res_sum / (n * n_coeff), power / (n * n_coeff) * SIGMA2_FLOOR)
+        if on_iteration is not None:
+            on_iteration(it + 1, _snapshot(model, state, objective, it + 1))
     return _finish(model, state, mask_t, objective, apix, D)
+
+
+def _snapshot(model: LinearHyperMolecule, state: dict, objective: list[float], done: int) -> dict:
+    """Everything needed to continue the EM after ``done`` iterations (tensors and numbers only)."""
+    return {"iteration": int(done), "volume_mean": model.mean.detach().cpu().clone(),
+            "volume_components": model.components.detach().cpu().clone(),
+            "s2": float(state["s2"]), "latent_mean": state["mean"].cpu().clone(),
+            "latent_cov": state["cov"].cpu().clone(), "contrast": state["contrast"].cpu().clone(),
+            "objective": torch.tensor(objective, dtype=torch.float64)}
+
+
+def _restore(saved: Mapping, n: int, K: int, D: int, oversampling: float, device, dtype
+             ) -> tuple[LinearHyperMolecule, dict, list[float], int]:
+    """Model, EM state, objective and iterations done from a :func:`_snapshot`; one-line error if it does not fit."""
+    try:
+        mean, comps = saved["volume_mean"], saved["volume_components"]
+        lat, cov, contrast = saved["latent_mean"], saved["latent_cov"], saved["contrast"]
+        s2, done, objective = float(saved["s2"]), int(saved["iteration"]), saved["objective"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"the saved PPCA state is incomplete ({exc}); start the fit again with --force") from None
+    if tuple(comps.shape) != (K, D, D, D) or tuple(lat.shape) != (n, K):
+        raise InputError(f"the saved PPCA state has components {tuple(comps.shape)} and latents {tuple(lat.shape)}, "
+                         f"but this fit has K = {K}, box {D} and {n} particles; start again with --force")
+    t = lambda x: torch.as_tensor(x).to(device=device, dtype=dtype)
+    model = LinearHyperMolecule(t(mean), t(comps), oversampling)
+    state = {"mean": t(lat), "cov": t(cov), "contrast": t(contrast), "s2": s2}
+    return model, state, [float(v) for v in torch.as_tensor(objective).reshape(-1)], done
 
 
 def _orthogonal_to(comps: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,8 @@ DATA_KEYS = ("particles", "datadir", "n_particles", "box", "apix")
 """Keys of the flat config given to :meth:`RunDirectory.create` that describe the data."""
 
 RESUMABLE_PARAMS = frozenset(
-    {"epochs", "n_epochs", "num_epochs", "device", "num_workers", "log_every", "checkpoint_every", "keep_last"}
+    {"epochs", "n_epochs", "num_epochs", "iterations", "device", "num_workers", "log_every", "checkpoint_every",
+     "keep_last", "batch_size"}
 )
 """Hyper-parameters that may change when a run is resumed (they do not change the model)."""
 

@@ -27,8 +27,12 @@ share one box and pixel size; the original file is kept in
 ``params.source_particles``. A mask given at the original box is
 Fourier-cropped to ``D`` and clipped to ``[0, 1]``.
 
-Resuming: the EM fit keeps no checkpoints, so a run cannot be continued;
-:func:`run_pca` with ``resume=True`` says so in one line.
+Resuming: the EM state (volumes, noise variance, contrasts, posteriors,
+objective) is saved after every iteration as ``checkpoints/epoch_XXXX.pt``
+(the last two kept; loaded with ``weights_only=True``). ``resume=True``
+continues from the newest one with the saved settings (only ``iterations``,
+``device`` and the batch size may change) and gives the same result as an
+uninterrupted fit; a killed fit loses at most one iteration.
 
 Volumes at latent points for ``analyze``, ``traverse``, ``compare`` and
 ``volume`` come from :func:`pca_volume`, registered as the volume hook of the
@@ -141,16 +145,15 @@ def _target_geometry(ps: Any, downsample: int | None) -> tuple[int, float]:
     return int(downsample), apix * box / downsample
 
 
-def _refuse_resume(out_dir: str | os.PathLike) -> None:
-    """Always raises: PPCA EM keeps no checkpoints, so there is nothing to continue from."""
-    from cryoscape.io.run_dir import WEIGHTS, RunDirectory
-
-    run = RunDirectory.open(out_dir)
-    if run.method != METHOD:
-        raise InputError(f"cannot resume {out_dir}: it holds a {run.method!r} run, not 'pca'; choose another output folder")
-    state = "a finished" if (run.path / WEIGHTS).is_file() else "an unfinished"
-    raise InputError(f"{out_dir} holds {state} pca run and PPCA EM keeps no checkpoints, so there is nothing "
-                     "to resume; pass --force to fit again")
+def _resume_state(run: Any, iterations: int) -> dict[str, Any]:
+    """The newest checkpoint of ``run``; one-line error when there is none or it already has ``iterations``."""
+    saved = run.load_checkpoint()
+    done = int(saved.get("iteration", saved["epoch"]))
+    if done >= iterations:
+        raise InputError(f"{run.path} already has {done} EM iterations; ask for more with --iterations "
+                         f"(e.g. {done + 10}) to continue, or --force to start over")
+    run.log(f"resuming after iteration {done}")
+    return saved
 
 
 def _refuse_existing(root: Path, force: bool) -> None:
@@ -275,8 +278,8 @@ def run_pca(
         downsample: Fourier-crop the images to this even box first (see the module docstring).
         datadir: folder of the particle stacks if the file's paths do not resolve.
         seed: seeds the initial components. batch_size, device: how to compute.
-        force: overwrite an earlier run in ``out_dir``. resume: refused with a
-            one-line error (the fit keeps no checkpoints).
+        force: overwrite an earlier run in ``out_dir``. resume: continue the run in
+            ``out_dir`` from its newest checkpoint (see the module docstring).
         progress: progress bars.
     Returns:
         :class:`PCARun` with the run folder, the :class:`~cryoscape.inference.ppca_em.PPCAResult`
@@ -288,23 +291,30 @@ def run_pca(
     s = PCASettings(components, iterations, None if mask is None else str(mask), resolution_limit_A, downsample,
                     seed, batch_size=batch_size, device=device)
     s.check()
-    if resume:
-        _refuse_resume(out_dir)
     root = Path(out_dir).expanduser()
-    _refuse_existing(root, force)
+    if force and resume:
+        raise InputError(f"{root}: pass either --force (start over) or --resume (continue), not both")
+    if not resume:
+        _refuse_existing(root, force)
+    elif not root.is_dir():
+        raise InputError(f"{root} does not exist, so there is nothing to resume; drop --resume to start a new fit")
     ps = _load_particles(particles_path, datadir, components)
     box, apix = _target_geometry(ps, downsample)
-    run = RunDirectory.create(root, METHOD, _flat_config(ps, particles_path, datadir, s, box, apix, root.resolve()),
-                              force=force)
-    _clear_outputs(run.path)
-    ps = _prepare_images(run, ps, box, s, progress)
+    config = _flat_config(ps, particles_path, datadir, s, box, apix, root.resolve())
+    run = RunDirectory.create(root, METHOD, config, force=force, resume=resume)
+    start_state = _resume_state(run, iterations) if resume else None
+    if not resume:
+        _clear_outputs(run.path)
+    ps = _prepare_images(run, ps, box, s, progress) if not resume else run.particles()
     run.log(f"particles: {len(ps)} from {particles_path}, box {box} px, {apix:.4g} Å/px")
     start = time.perf_counter()
+    checkpoint = lambda done, state: run.save_checkpoint(done, state)
     with run.log(f"PPCA EM: K = {components}, {iterations} iterations"):
         result = fit_ppca(ps, components, iterations, mask=_mask_at(s.mask, box, apix),
                           resolution_limit_A=resolution_limit_A, seed=seed, progress=progress, ridge=s.ridge,
                           estimate_contrast=s.estimate_contrast, contrast_warmup=s.contrast_warmup,
-                          use_ctf=s.use_ctf, batch_size=batch_size, oversampling=s.oversampling, device=device)
+                          use_ctf=s.use_ctf, batch_size=batch_size, oversampling=s.oversampling, device=device,
+                          start_state=start_state, on_iteration=checkpoint)
     elapsed = time.perf_counter() - start
     files = _write_outputs(run, result, elapsed)
     run.log(f"eigenvalues {np.round(result.eigenvalues, 4).tolist()}, sigma2 {result.sigma2:.4g}, "
