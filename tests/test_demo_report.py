@@ -14,10 +14,13 @@ from _helpers import embedded_pngs as _embedded_pngs
 
 def test_demo_writes_map_and_self_contained_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "-o", str(out), "--n-particles", "600", "--box", "32", "--apix", "3.0", "--no-progress"])
+    rc = main(["demo", "-o", str(out), "--n-particles", "600", "--box", "32", "--apix", "3.0", "--no-progress",
+               "--pca-box", "16", "--pca-iterations", "2", "--pca-components", "2"])
     assert rc == 0
     for name in ("sim/particles.star", "sim/particles.mrcs", "sim/truth.npz", "consensus.mrc",
-                 "consensus_half1.mrc", "consensus_half2.mrc", "consensus_fsc.json", "report.html"):
+                 "consensus_half1.mrc", "consensus_half2.mrc", "consensus_fsc.json", "report.html",
+                 "run_pca/latents.npy", "run_pca/mean.mrc", "run_pca/component_02.mrc",
+                 "run_pca/particles_box16.star", "run_pca/analysis/report.html"):
         assert (out / name).is_file(), name
     html = (out / "report.html").read_text()
     assert "<html" in html and "http://" not in html and "https://" not in html  # nothing external
@@ -28,7 +31,17 @@ def test_demo_writes_map_and_self_contained_report(tmp_path, capsys):
         img.load()
         assert img.size[0] > 100 and img.size[1] > 100
         assert np.asarray(img).std() > 0  # not a blank picture
-    assert "resolution" in capsys.readouterr().out
+    stdout = capsys.readouterr().out
+    assert "resolution" in stdout and "|Spearman|" in stdout
+    assert "principal volumes (pca)" in html and "run_pca/analysis/report.html" in html
+
+
+def test_demo_refuses_a_bad_pca_box_before_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--n-particles", "100", "--box", "32", "--pca-box", "15"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--pca-box" in err[0]
+    assert not out.exists()
 
 
 def test_demo_refuses_to_overwrite(tmp_path, capsys):

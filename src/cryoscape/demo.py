@@ -2,7 +2,10 @@
 
 Simulates the built-in AdK closed→open dataset, reconstructs the consensus
 map with known poses and CTF, compares it with the ground truth of the
-middle conformation, and writes ``report.html``.
+middle conformation, then fits the linear family (``pca``: mean, principal
+volumes, per-particle coordinates; on images Fourier-cropped to
+``pca_box``) and analyses its latent space against the true frame index, and
+writes ``report.html`` (with the run's own ``run_pca/analysis/report.html``).
 """
 
 from __future__ import annotations
@@ -23,8 +26,19 @@ def run_demo(
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
+    heterogeneity: bool = True,
+    pca_components: int = 4,
+    pca_iterations: int = 8,
+    pca_box: int = 32,
 ) -> dict[str, Any]:
-    """Run the demo into ``out_dir``; return the paths written and the resolution (Å)."""
+    """Run the demo into ``out_dir``; return the paths written and the resolution (Å).
+
+    ``heterogeneity`` adds the ``pca`` fit (``pca_components`` principal volumes,
+    ``pca_iterations`` EM iterations, images cropped to ``pca_box`` px when the
+    box is larger) and its analysis; the result then has ``pca_run``,
+    ``pca_report`` and ``spearman`` (|Spearman| of the first latent coordinate
+    with the true frame).
+    """
     from cryoscape.reconstruct import reconstruct
     from cryoscape.report.consensus import consensus_sections, write_consensus_report
     from cryoscape.simulate import simulate_dataset
@@ -53,5 +67,47 @@ def run_demo(
             ("ground truth shown", f"middle conformation (frame {n_frames // 2})"),
         ],
     )
-    report = write_consensus_report(out / "report.html", "cryoscape demo: AdK consensus reconstruction", sections, force)
-    return {"star": sim.star_path, "map": map_path, "report": report, "resolution_A": rec.resolution_A}
+    result: dict[str, Any] = {"star": sim.star_path, "map": map_path, "resolution_A": rec.resolution_A}
+    if heterogeneity:
+        result.update(_heterogeneity(sim, out, pca_components, pca_iterations, pca_box, box, seed, force, progress))
+        sections.append(_heterogeneity_section(result, out))
+    result["report"] = write_consensus_report(out / "report.html", "cryoscape demo: AdK reconstruction and heterogeneity",
+                                              sections, force)
+    return result
+
+
+def _heterogeneity(sim: Any, out: Path, components: int, iterations: int, pca_box: int, box: int, seed: int,
+                   force: bool, progress: bool) -> dict[str, Any]:
+    """Fit ``pca`` into ``out/run_pca`` and analyse it against the truth; paths and figures of merit."""
+    from cryoscape.analysis.pipeline import AnalysisSettings, analyse_run, save_analysis
+    from cryoscape.methods.pca import run_pca
+    from cryoscape.report.run_report import write_analysis_report
+    from cryoscape.validate.metrics import spearman_abs
+
+    downsample = pca_box if box > pca_box else None
+    fit = run_pca(sim.star_path, out / "run_pca", components, iterations, downsample=downsample, seed=seed,
+                  force=force, progress=progress)
+    analysis = analyse_run(fit.run, AnalysisSettings(seed=seed), truth=sim.truth_path)
+    paths = save_analysis(analysis, fit.run.analysis_dir, force) + write_analysis_report(analysis, fit.run.analysis_dir,
+                                                                                          force)
+    first = spearman_abs(fit.result.latents[:, :1], np.asarray(sim.truth["coordinate"], dtype=np.float64))
+    return {"pca_run": fit.run.path, "pca_report": [p for p in paths if p.name == "report.html"][0],
+            "spearman": float(first), "spearman_pc1": analysis.spearman_pc1, "pca_elapsed_s": fit.elapsed_s,
+            "eigenvalues": np.asarray(fit.result.eigenvalues).tolist()}
+
+
+def _heterogeneity_section(result: dict[str, Any], out: Path) -> Any:
+    """The report section that summarises the ``pca`` fit and links to its own report."""
+    from cryoscape.report.html import Section
+
+    rel = Path(result["pca_report"]).resolve().relative_to(out.resolve())
+    return Section(
+        "Heterogeneity: principal volumes (pca)",
+        paragraphs=[f"Probabilistic PCA of the particles with their known poses and CTF; the run folder is "
+                    f"{Path(result['pca_run']).name}/ and its latent-space report is {rel}."],
+        table=[("|Spearman|, first latent coordinate vs true frame", f"{result['spearman']:.3f}"),
+               ("|Spearman|, PC1 of the latents vs true frame",
+                "n/a" if result["spearman_pc1"] is None else f"{result['spearman_pc1']:.3f}"),
+               ("latent variances (eigenvalues)", ", ".join(f"{v:.3g}" for v in result["eigenvalues"])),
+               ("fit time", f"{result['pca_elapsed_s']:.0f} s")],
+    )
