@@ -55,7 +55,13 @@ def test_fit_writes_every_file(run):
     assert cfg["method"] == "pca" and cfg["data"]["n_particles"] == N and cfg["data"]["box"] == BOX
     assert cfg["data"]["particles"].endswith("particles.star")
     p = cfg["params"]
-    assert (p["components"], p["iterations"], p["seed"], p["downsample"], p["mask"]) == (2, 5, 0, None, None)
+    assert (p["components"], p["iterations"], p["seed"], p["downsample"], p["mask"]) == (2, 5, 0, None, "auto")
+    for name in ("mask.mrc", "consensus.mrc", "consensus_half1.mrc", "consensus_fsc.json"):
+        assert (run / name).is_file(), name
+    mask, _ = _mrc(run / "mask.mrc")
+    assert 0.0 <= mask.min() and mask.max() <= 1.0 and 0.01 < mask.mean() < 0.5
+    comps = torch.load(run / "weights.pt", weights_only=True)["components"].numpy()
+    assert np.abs(comps[:, mask < 1e-6]).max() < 1e-6 * np.abs(comps).max()  # components live inside the mask
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["eigenvalues"]) == 2 and metrics["eigenvalues"][0] >= metrics["eigenvalues"][1] > 0
     assert len(metrics["objective"]) == 5 and metrics["sigma2"] > 0

@@ -16,6 +16,9 @@ Run directory (see :mod:`cryoscape.io.run_dir`)::
       metrics.json       eigenvalues, sigma2, objective per iteration, timings
       mean.mrc           X0, with the voxel size of the fit
       component_01.mrc   X_1 .. X_K (orthonormal inside the mask), same voxel size
+      consensus.mrc      with mask "auto": the consensus map, Wiener-filtered from the half-set FSC
+                         (consensus_half1/2.mrc, consensus_fsc.*), from which mask.mrc is derived
+      mask.mrc           the soft mask confining the components
       log.txt
       particles_box<D>.star/.mrcs   only with ``downsample``: the images fitted
 
@@ -26,6 +29,12 @@ any later local reconstruction (``cryoscape volume --near-particle``) then
 share one box and pixel size; the original file is kept in
 ``params.source_particles``. A mask given at the original box is
 Fourier-cropped to ``D`` and clipped to ``[0, 1]``.
+
+Mask: ``"auto"`` (default) reconstructs the consensus map from half sets with
+the Wiener filter of their FSC and derives a soft solvent mask from it
+(:func:`cryoscape.geometry.masks.solvent_mask`: 15 Å low-pass, 10 % of the
+maximum, grown 3 Å, 6 Å soft edge); ``"sphere"`` uses the default soft sphere;
+anything else is an MRC path.
 
 Resuming: the EM state (volumes, noise variance, contrasts, posteriors,
 objective) is saved after every iteration as ``checkpoints/epoch_XXXX.pt``
@@ -63,6 +72,9 @@ __all__ = [
 ]
 
 METHOD = "pca"
+MASK_CHOICES = ("auto", "sphere")
+MASK_MAP = "mask.mrc"
+CONSENSUS_MAP = "consensus.mrc"
 MEAN_MAP = "mean.mrc"
 CONTRAST = "contrast.npy"
 
@@ -76,8 +88,8 @@ def component_map_name(k: int) -> str:
 class PCASettings:
     """Hyper-parameters of a ``pca`` fit (all stored in ``config.yaml``).
 
-    components: ``K``; iterations: EM passes over the images; mask: soft-mask MRC
-    path or None (default sphere); resolution_limit_A: ignore frequencies finer
+    components: ``K``; iterations: EM passes over the images; mask: ``"auto"``
+    (solvent mask from the consensus map), ``"sphere"`` or a soft-mask MRC path; resolution_limit_A: ignore frequencies finer
     than this (Å) or None; downsample: Fourier-crop the images to this even box
     first, or None; seed: seeds the initial components; ridge, estimate_contrast,
     contrast_warmup, use_ctf, oversampling: see :func:`~cryoscape.inference.ppca_em.fit_ppca`;
@@ -86,7 +98,7 @@ class PCASettings:
 
     components: int
     iterations: int = 20
-    mask: str | None = None
+    mask: str = "auto"
     resolution_limit_A: float | None = None
     downsample: int | None = None
     seed: int = 0
@@ -110,6 +122,8 @@ class PCASettings:
             raise InputError(f"--resolution-limit must be a positive length in Å; got {self.resolution_limit_A}")
         if self.downsample is not None and (self.downsample < 8 or self.downsample % 2):
             raise InputError(f"--downsample {self.downsample} must be an even box of at least 8 px")
+        if self.mask not in MASK_CHOICES and not Path(self.mask).expanduser().is_file():
+            raise InputError(f"--mask {self.mask}: no such file; give a mask MRC, 'auto' or 'sphere'")
 
 
 @dataclass
@@ -169,7 +183,7 @@ def _flat_config(ps: Any, particles_path: str | os.PathLike, datadir: str | os.P
     """The flat config for :meth:`RunDirectory.create` (data keys plus every hyper-parameter)."""
     source = str(Path(particles_path).expanduser().resolve())
     params = asdict(s)
-    params["mask"] = None if s.mask is None else str(Path(s.mask).expanduser().resolve())
+    params["mask"] = s.mask if s.mask in MASK_CHOICES else str(Path(s.mask).expanduser().resolve())
     if s.downsample is None or box == int(ps.box):
         return {"particles": source, "datadir": datadir, "n_particles": len(ps), "box": box, "apix": apix, **params}
     return {"particles": run_root / f"particles_box{box}.star", "datadir": None, "n_particles": len(ps),
@@ -194,6 +208,33 @@ def _mask_at(mask: str | None, box: int, apix: float) -> Any:
     return np.clip(fourier_crop_volume(data, box), 0.0, 1.0).astype(np.float32)
 
 
+def _fit_mask(run: Any, ps: Any, mask: str, box: int, apix: float, resume: bool, progress: bool) -> Any:
+    """The mask of the fit: the user's (cropped to the box), the sphere (None), or the solvent mask of the consensus.
+
+    With ``"auto"`` the consensus map and ``mask.mrc`` are written into the run; a
+    resumed run reads its ``mask.mrc`` back so that it continues with the same mask.
+    """
+    from cryoscape.io.mrc import read_mrc, write_mrc
+
+    if mask == "sphere":
+        return None
+    if mask != "auto":
+        return _mask_at(mask, box, apix)
+    path = run.path / MASK_MAP
+    if resume and path.is_file():
+        return read_mrc(path)[0]
+    from cryoscape.geometry.masks import solvent_mask
+    from cryoscape.reconstruct import reconstruct
+
+    with run.log("consensus map (half sets, Wiener filter from their FSC) and its solvent mask"):
+        rec = reconstruct(ps, progress=progress)
+        rec.save(run.path / CONSENSUS_MAP, force=True)
+        soft = solvent_mask(rec.volume, apix).numpy()
+        write_mrc(path, soft, apix, force=True)
+    run.log(f"consensus resolution {rec.resolution_A:.3g} Å at FSC 0.143; mask covers {float(soft.mean()):.1%} of the box")
+    return soft
+
+
 # ---------------------------------------------------------------- outputs
 def _save_npy(path: Path, array: np.ndarray) -> Path:
     """``np.save`` atomically without pickles (overwrites)."""
@@ -207,8 +248,8 @@ def _save_npy(path: Path, array: np.ndarray) -> Path:
 
 def _clear_outputs(root: Path) -> None:
     """Remove the maps and cropped images of an earlier fit in ``root`` (``--force`` may change K or the box)."""
-    stale = [root / MEAN_MAP, root / CONTRAST, *root.glob("component_*.mrc"), *root.glob("particles_box*.star"),
-             *root.glob("particles_box*.mrcs")]
+    stale = [root / MEAN_MAP, root / CONTRAST, root / MASK_MAP, *root.glob("consensus*"),
+             *root.glob("component_*.mrc"), *root.glob("particles_box*.star"), *root.glob("particles_box*.mrcs")]
     for p in stale:
         p.unlink(missing_ok=True)
 
@@ -256,7 +297,7 @@ def run_pca(
     components: int,
     iterations: int = 20,
     *,
-    mask: str | None = None,
+    mask: str | None = "auto",
     resolution_limit_A: float | None = None,
     downsample: int | None = None,
     datadir: str | os.PathLike | None = None,
@@ -273,7 +314,8 @@ def run_pca(
         particles_path: STAR / .cs file with poses (and CTF, used when present).
         out_dir: run folder; refused when not empty unless ``force``.
         components: number of principal volumes ``K`` (fewer than the particles).
-        iterations: EM iterations. mask: soft mask MRC (default sphere).
+        iterations: EM iterations. mask: ``"auto"`` (default; None means the same),
+            ``"sphere"`` or a soft-mask MRC path (see the module docstring).
         resolution_limit_A: ignore frequencies finer than this (Å).
         downsample: Fourier-crop the images to this even box first (see the module docstring).
         datadir: folder of the particle stacks if the file's paths do not resolve.
@@ -288,7 +330,7 @@ def run_pca(
     from cryoscape.inference.ppca_em import fit_ppca
     from cryoscape.io.run_dir import RunDirectory
 
-    s = PCASettings(components, iterations, None if mask is None else str(mask), resolution_limit_A, downsample,
+    s = PCASettings(components, iterations, "auto" if mask is None else str(mask), resolution_limit_A, downsample,
                     seed, batch_size=batch_size, device=device)
     s.check()
     root = Path(out_dir).expanduser()
@@ -308,9 +350,10 @@ def run_pca(
     ps = _prepare_images(run, ps, box, s, progress) if not resume else run.particles()
     run.log(f"particles: {len(ps)} from {particles_path}, box {box} px, {apix:.4g} Å/px")
     start = time.perf_counter()
+    fit_mask = _fit_mask(run, ps, s.mask, box, apix, resume, progress)
     checkpoint = lambda done, state: run.save_checkpoint(done, state)
     with run.log(f"PPCA EM: K = {components}, {iterations} iterations"):
-        result = fit_ppca(ps, components, iterations, mask=_mask_at(s.mask, box, apix),
+        result = fit_ppca(ps, components, iterations, mask=fit_mask,
                           resolution_limit_A=resolution_limit_A, seed=seed, progress=progress, ridge=s.ridge,
                           estimate_contrast=s.estimate_contrast, contrast_warmup=s.contrast_warmup,
                           use_ctf=s.use_ctf, batch_size=batch_size, oversampling=s.oversampling, device=device,
