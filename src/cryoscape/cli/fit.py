@@ -16,6 +16,10 @@ methods:
   pca   probabilistic PCA by EM: V = mean + sum_k z_k X_k (latents z ~ N(0, I)),
         with a per-particle contrast. Writes mean.mrc, component_XX.mrc,
         latents_cov.npy and contrast.npy.
+  drgn  neural hyper-molecule: an MLP over positional-encoded 3D frequencies and
+        a latent z, trained with an amortised encoder (VAE) or explicit
+        per-particle latents. Writes latents_var.npy, mean.mrc and checkpoints/;
+        --resume continues an interrupted fit.
 """
 
 PCA_DESCRIPTION = """\
@@ -37,16 +41,38 @@ EPILOG = """\
 examples:
   cryoscape fit pca run_data.star -o runs/pca --components 4
   cryoscape fit pca run_data.star -o runs/pca --components 8 --downsample 64 --mask mask.mrc --force
+  cryoscape fit drgn run_data.star -o runs/drgn --zdim 8 --epochs 30
+  cryoscape fit drgn run_data.star -o runs/dec --zdim 8 --latents explicit
+  cryoscape fit drgn run_data.star -o runs/drgn --zdim 8 --epochs 40 --resume
+"""
+
+DRGN_DESCRIPTION = """\
+A neural hyper-molecule: the centred 3D Fourier transform of the volume of
+conformation z is an MLP over a positional encoding of the frequency and z,
+with Hermitian symmetry built in. Each particle's image is modelled on its
+central slice (consensus pose), times its CTF and shift phase, on the in-circle
+half-plane frequencies only. Latents come from an amortised encoder trained on
+the ELBO with a beta-weighted KL term (--latents amortised, default) or from a
+table of per-particle latents optimised with the decoder (--latents explicit).
+--refine-poses also refines each particle's rotation and shift by gradient.
+
+Writes config.yaml (rebuilds the model), latents.npy, latents_var.npy,
+weights.pt, metrics.json, mean.mrc (the volume at the mean latent), log.txt
+and checkpoints/ (every epoch) into OUT. --resume continues from the latest
+checkpoint (or from CHECKPOINT) with the same settings; only --epochs and
+--device may change. Checkpoints are read as tensors only: a file holding
+other objects, such as another program's pickled checkpoint, is refused.
 """
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``fit`` sub-command and one sub-command per method."""
-    p = subparsers.add_parser("fit", help="fit a heterogeneity method (pca) into a run directory",
+    p = subparsers.add_parser("fit", help="fit a heterogeneity method (pca, drgn) into a run directory",
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     methods = p.add_subparsers(dest="method", metavar="<method>", required=True)
     _add_pca(methods)
+    _add_drgn(methods)
     return p
 
 
@@ -59,7 +85,9 @@ def _add_pca(methods: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="RUN", help="run directory to write")
     p.add_argument("--components", type=int, required=True, metavar="K", help="number of principal volumes")
     p.add_argument("--iterations", type=int, default=20, metavar="N", help="EM iterations (default 20)")
-    p.add_argument("--mask", metavar="MASK.mrc", help="soft mask confining the components (default: a soft sphere)")
+    p.add_argument("--mask", metavar="MASK.mrc", default="auto",
+                   help="soft mask confining the components: an MRC file, 'sphere', or 'auto' (default: a solvent "
+                        "mask derived from the consensus map, reconstructed from half sets with their FSC's Wiener filter)")
     p.add_argument("--resolution-limit", type=float, metavar="Å",
                    help="ignore frequencies finer than this resolution in Å (default: up to Nyquist)")
     p.add_argument("--downsample", type=int, metavar="BOX", help="Fourier-crop the images to this even box first")
@@ -73,9 +101,83 @@ def _add_pca(methods: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
 
 
+def _add_drgn(methods: argparse._SubParsersAction) -> None:
+    """The ``fit drgn`` options; defaults come from :class:`cryoscape.methods.drgn.DrgnSettings`."""
+    from cryoscape.methods.drgn import DrgnSettings
+
+    d = DrgnSettings()
+    p = methods.add_parser("drgn", help="neural hyper-molecule with a VAE encoder or explicit latents",
+                           description=DRGN_DESCRIPTION, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("particles", help="particle file with poses and CTF: .star or .cs")
+    p.add_argument("-o", "--output", required=True, metavar="RUN", help="run directory to write")
+    p.add_argument("--zdim", type=int, default=d.zdim, metavar="D", help=f"latent dimension (default {d.zdim})")
+    p.add_argument("--epochs", type=int, default=d.epochs, metavar="N",
+                   help=f"passes over the particles (default {d.epochs})")
+    p.add_argument("--latents", choices=("amortised", "explicit"), default=d.latents,
+                   help=f"amortised encoder (VAE) or explicit per-particle latents (default {d.latents})")
+    p.add_argument("--base", choices=("consensus", "none"),
+                   help="decoder = consensus reconstruction + network, or the network alone "
+                        f"(default {d.base})")
+    p.add_argument("--encoder", choices=("mlp", "cnn"), help=f"encoder network (default {d.encoder})")
+    p.add_argument("--beta", type=float, help=f"weight of the KL / prior term (default {d.beta:g})")
+    p.add_argument("--batch-size", type=int, metavar="N", help=f"images per step (default {d.batch_size})")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate of the networks (default {d.lr:g})")
+    p.add_argument("--latent-lr", type=float, help=f"learning rate of explicit latents (default {d.latent_lr:g})")
+    p.add_argument("--dec-hidden", type=int, metavar="W", help=f"decoder width (default {d.dec_hidden})")
+    p.add_argument("--dec-layers", type=int, metavar="L", help=f"decoder hidden layers (default {d.dec_layers})")
+    p.add_argument("--enc-hidden", type=int, metavar="W", help=f"encoder width (default {d.enc_hidden})")
+    p.add_argument("--enc-layers", type=int, metavar="L", help=f"encoder hidden layers (default {d.enc_layers})")
+    p.add_argument("--pe", choices=("geometric", "gaussian"),
+                   help=f"positional encoding: sin/cos geometric series or random Gaussian features (default {d.pe})")
+    p.add_argument("--pe-dim", type=int, metavar="N",
+                   help="frequencies per axis (geometric; default box/2) or features (gaussian; default 3 box/2)")
+    p.add_argument("--pe-max-px", type=float, metavar="PX", help="geometric: largest real-space distance (default box/8)")
+    p.add_argument("--pe-sigma-px", type=float, metavar="PX", help="gaussian: feature scale in px (default box/16)")
+    p.add_argument("--max-freq", type=float, metavar="F",
+                   help=f"fit frequencies below this fraction of Nyquist (default {d.max_freq:g})")
+    p.add_argument("--encoder-max-freq", type=float, metavar="F",
+                   help=f"the encoder sees frequencies below this fraction of Nyquist (default {d.encoder_max_freq:g})")
+    p.add_argument("--refine-poses", action="store_true", help="refine rotations and shifts by gradient")
+    p.add_argument("--invert", action="store_true", help="the stacks are dark on white: negate the images")
+    p.add_argument("--no-ctf", action="store_true", help="fit without a CTF (particles without CTF parameters)")
+    p.add_argument("--datadir", metavar="DIR", help="folder holding the particle stacks, if the file's paths do not resolve")
+    p.add_argument("--seed", type=int, help=f"seed of weights, batch order and noise (default {d.seed})")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="where to compute (default cpu)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--force", action="store_true", help="overwrite an earlier run in RUN")
+    again.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                       help="continue the run in RUN from its latest checkpoint (or from CHECKPOINT)")
+    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+
+
+_DRGN_OPTIONS = ("base", "encoder", "beta", "batch_size", "lr", "latent_lr", "dec_hidden", "dec_layers", "enc_hidden",
+                 "enc_layers", "pe", "pe_dim", "pe_max_px", "pe_sigma_px", "max_freq", "encoder_max_freq", "seed",
+                 "device")
+"""``fit drgn`` options passed on only when given (otherwise the recipe's defaults apply)."""
+
+
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen method."""
-    return {"pca": _run_pca}[args.method](args)
+    return {"pca": _run_pca, "drgn": _run_drgn}[args.method](args)
+
+
+def _run_drgn(args: argparse.Namespace) -> int:
+    """Fit the neural hyper-molecule, write the run, print a summary."""
+    from cryoscape.methods.drgn import run_drgn
+
+    options = {k: getattr(args, k) for k in _DRGN_OPTIONS if getattr(args, k) is not None}
+    options.update(refine_poses=args.refine_poses, invert=args.invert, use_ctf=not args.no_ctf)
+    out = run_drgn(args.particles, args.output, args.zdim, args.epochs, args.latents, datadir=args.datadir,
+                   force=args.force, resume=args.resume, progress=not args.no_progress, **options)
+    h, run_dir = out.history, out.run
+    print(f"particles: {len(out.latents)}; box {run_dir.box} px, {run_dir.apix:.4g} Å/px; "
+          f"{out.epochs_run} epochs run now ({len(h.get('loss', []))} in all) in {out.elapsed_s:.1f} s")
+    if h.get("loss"):
+        print(f"loss per pixel: {h['loss'][0]:.6g} -> {h['loss'][-1]:.6g}; "
+              f"{h['images_per_s'][-1]:.0f} images/s in the last epoch")
+    print(f"wrote {run_dir.path}; next: cryoscape analyze {run_dir.path}")
+    return 0
 
 
 def _run_pca(args: argparse.Namespace) -> int:

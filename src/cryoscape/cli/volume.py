@@ -20,7 +20,7 @@ Make volumes from a fitted run directory, in one of four ways:
                      latents are nearest particle I's (kernel-weighted), for any method,
                      with half maps and FSC (OUT.mrc, OUT_half1/2.mrc, OUT_fsc.*)
 
-The model modes need a method with a model (pca); every map is written with
+The model modes need a method with a model (pca, drgn); every map is written with
 the run's voxel size. Existing outputs are kept unless --force is given.
 """
 

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from cryoscape.errors import InputError
-from cryoscape.methods import pca
+from cryoscape.methods import drgn, pca
+from cryoscape.methods.drgn import run_drgn
 from cryoscape.methods.pca import run_pca
 
-__all__ = ["pca", "run_pca", "model_volume", "component_sweep", "RECIPES"]
+__all__ = ["pca", "run_pca", "drgn", "run_drgn", "model_volume", "component_sweep", "RECIPES"]
 
-RECIPES: tuple[str, ...] = ("pca",)
+RECIPES: tuple[str, ...] = ("pca", "drgn")
 """Method names with a recipe in this package."""
 
 

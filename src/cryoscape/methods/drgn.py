@@ -1,0 +1,436 @@
+"""The ``drgn`` recipe: a neural hyper-molecule fitted by a VAE or by explicit latents (survey §7.2).
+
+Representation: :class:`cryoscape.models.neural.NeuralHyperMolecule`, an MLP
+over a positional encoding of 3D frequencies and a latent ``z`` in the Fourier
+domain (Hermitian symmetry built in). Inference
+(:mod:`cryoscape.inference.vae`): an amortised encoder trained on the ELBO with
+a ``β``-weighted KL term (``latents="amortised"``), or one latent per particle
+optimised jointly with the decoder (``latents="explicit"``); optional pose
+refinement by gradient from the consensus poses.
+
+Run directory (see :mod:`cryoscape.io.run_dir`)::
+
+    run/
+      config.yaml        method "drgn", the particle file, every hyper-parameter and
+                         norm_scale (the image normalisation): enough to rebuild the model
+      latents.npy        [N, zdim] float32 latent means, particle order
+      latents_var.npy    [N, zdim] float32 variances (encoder σ², or Laplace for explicit)
+      weights.pt         DrgnModel.state_dict() (decoder.*, encoder.* / latents.*; weights_only=True)
+      metrics.json       loss per epoch (total, reconstruction, KL), images/s, timings
+      mean.mrc           the volume at the mean latent, with the fit's voxel size
+      rotation_corrections.npy [N, 3] rad, shift_corrections_A.npy [N, 2] Å (pose refinement only)
+      checkpoints/epoch_XXXX.pt   the last two epochs (model, optimisers, noise generator, history)
+      log.txt
+
+Defaults are chosen for quality per minute on a CPU. The decoder is the
+consensus reconstruction plus the network (which starts at zero, so training
+starts from the consensus map and learns how the conformations differ from
+it); the network is a 3 × 128 residual MLP fitted only below 0.3 × Nyquist
+(``max_freq=0.3``: 9 % of the in-circle points, about 30× less work per image
+than the whole disc at width 256), while the consensus carries the higher
+frequencies. On a 2 000-particle adk-1d subset (box 64, SNR 0.05) fitting the
+network up to 0.5 × Nyquist took twice as long and lowered the per-image FSC
+AUC (0.380 against 0.407 at 0.3 × Nyquist, 16 epochs): the network's mid
+frequencies fitted noise. The encoder (3 × 256) sees the image minus the
+consensus rendered at the particle's pose, phase-flipped, below half Nyquist,
+together with the pose. Batches of 32 (more steps per epoch), Adam at 3e-3,
+``β = 0.1``. The explicit scheme shares these defaults but, on that subset,
+its latents (random start, sparse Adam at ``latent_lr``) did not find the
+conformational coordinate in 16 epochs (|Spearman| 0.11 against 0.85 for the
+amortised encoder); prefer the amortised scheme at low SNR.
+
+Resuming (``resume=True`` or a checkpoint path) continues from the latest (or
+the given) checkpoint; only ``epochs``, ``device`` and ``keep_last`` may
+change. Every checkpoint is read with ``torch.load(weights_only=True)``: a file
+holding other objects (e.g. a pickled checkpoint of another program) is refused
+with a one-line error before anything in it runs.
+
+Volumes at latent points for ``analyze``, ``traverse``, ``compare`` and
+``volume`` come from :func:`drgn_volume`, registered as the volume hook of the
+method ``drgn`` when :mod:`cryoscape.methods` is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryoscape.errors import InputError
+
+__all__ = ["METHOD", "DrgnSettings", "DrgnRun", "run_drgn", "load_decoder", "drgn_volume", "build_model"]
+
+METHOD = "drgn"
+BASES = ("consensus", "none")
+MEAN_MAP = "mean.mrc"
+ROT_CORR = "rotation_corrections.npy"
+SHIFT_CORR = "shift_corrections_A.npy"
+
+
+@dataclass
+class DrgnSettings:
+    """Hyper-parameters of a ``drgn`` fit (all stored in ``config.yaml``).
+
+    Model: zdim; latents "amortised" | "explicit"; base "consensus" (the decoder is
+    the consensus reconstruction plus the network, see
+    :mod:`cryoscape.models.neural`) | "none"; encoder "mlp" | "cnn";
+    enc_hidden, enc_layers; dec_hidden, dec_layers; pe "geometric" | "gaussian";
+    pe_dim, pe_min_px, pe_max_px, pe_sigma_px (None: defaults of
+    :func:`cryoscape.models.neural.decoder_spec`). Data: max_freq (fitted
+    frequencies, fraction of Nyquist), encoder_max_freq (encoder input),
+    encoder_phase_flip, encoder_residual (the encoder sees the image minus the
+    rendered reference volume), encoder_pose (the MLP encoder also reads the
+    pose), invert (stacks dark on white), use_ctf. Training: see
+    :class:`cryoscape.inference.vae.TrainSettings`.
+    """
+
+    zdim: int = 8
+    latents: str = "amortised"
+    epochs: int = 20
+    base: str = "consensus"
+    encoder: str = "mlp"
+    enc_hidden: int = 256
+    enc_layers: int = 3
+    dec_hidden: int = 128
+    dec_layers: int = 3
+    pe: str = "geometric"
+    pe_dim: int | None = None
+    pe_min_px: float = 0.5
+    pe_max_px: float | None = None
+    pe_sigma_px: float | None = None
+    max_freq: float = 0.3
+    encoder_max_freq: float = 0.5
+    encoder_phase_flip: bool = True
+    encoder_residual: bool = True
+    encoder_pose: bool = True
+    invert: bool = False
+    use_ctf: bool = True
+    batch_size: int = 32
+    lr: float = 3e-3
+    latent_lr: float = 0.05
+    beta: float = 0.1
+    refine_poses: bool = False
+    refine_start_epoch: int = 2
+    pose_lr: float = 1e-3
+    shift_lr_A: float = 0.01
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = True
+    keep_last: int = 2
+
+    def check(self) -> None:
+        """One-line :class:`InputError` for impossible values (before any work)."""
+        from cryoscape.inference.vae import LATENT_SCHEMES
+        from cryoscape.models.encoder import ENCODER_KINDS
+        from cryoscape.models.neural import ENCODINGS
+
+        if self.zdim < 1:
+            raise InputError(f"--zdim is {self.zdim}; give at least 1 latent dimension")
+        if self.latents not in LATENT_SCHEMES:
+            raise InputError(f"--latents must be one of {', '.join(LATENT_SCHEMES)}; got {self.latents!r}")
+        if self.base not in BASES:
+            raise InputError(f"--base must be one of {', '.join(BASES)}; got {self.base!r}")
+        if self.encoder not in ENCODER_KINDS:
+            raise InputError(f"--encoder must be one of {', '.join(ENCODER_KINDS)}; got {self.encoder!r}")
+        if self.pe not in ENCODINGS:
+            raise InputError(f"--pe must be one of {', '.join(ENCODINGS)}; got {self.pe!r}")
+        for name in ("enc_hidden", "enc_layers", "dec_hidden", "dec_layers"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}")
+        if self.pe_dim is not None and self.pe_dim < 1:
+            raise InputError(f"--pe-dim must be at least 1; got {self.pe_dim}")
+        for name in ("max_freq", "encoder_max_freq"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                raise InputError(f"--{name.replace('_', '-')} must be a fraction of Nyquist in (0, 1]; got {v}")
+        self.train_settings().check()
+
+    def train_settings(self) -> Any:
+        """The :class:`~cryoscape.inference.vae.TrainSettings` part."""
+        from cryoscape.inference.vae import TrainSettings
+
+        names = {f.name for f in dataclasses.fields(TrainSettings)}
+        return TrainSettings(**{k: v for k, v in asdict(self).items() if k in names})
+
+    def decoder_spec(self, box: int) -> dict[str, Any]:
+        """The decoder description for :func:`cryoscape.models.neural.build_decoder`."""
+        from cryoscape.models.neural import decoder_spec
+
+        return decoder_spec(box, self.zdim, self.dec_hidden, self.dec_layers, self.pe, self.pe_dim,
+                            self.pe_min_px, self.pe_max_px, self.pe_sigma_px, pe_seed=self.seed,
+                            base=self.base == "consensus")
+
+
+@dataclass
+class DrgnRun:
+    """What :func:`run_drgn` produced: the run folder, the trained model, latents and files."""
+
+    run: Any  # RunDirectory
+    model: Any  # DrgnModel
+    latents: np.ndarray
+    latents_var: np.ndarray
+    history: dict[str, list[float]] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    epochs_run: int = 0
+
+
+# ---------------------------------------------------------------- inputs
+def _load_particles(particles_path: str | os.PathLike, datadir: str | os.PathLike | None, s: DrgnSettings) -> Any:
+    from cryoscape.particles import ParticleSet
+
+    ps = ParticleSet.from_file(particles_path, datadir=datadir)
+    ps.require_poses("cryoscape fit drgn")
+    if s.use_ctf:
+        ps.require_ctf("cryoscape fit drgn (pass --no-ctf to fit without a CTF)")
+    if len(ps) < 2:
+        raise InputError(f"{particles_path} has {len(ps)} particle; fit drgn needs at least 2")
+    box = int(ps.box)
+    if box % 2 or box < 8:
+        raise InputError(f"{particles_path} has a {box} px box; drgn needs an even box of at least 8 px")
+    if s.latents == "amortised" and s.encoder == "cnn" and box % 16:
+        raise InputError(f"the CNN encoder needs a box divisible by 16, but the particles have {box} px; "
+                         "use --encoder mlp or downsample the particles")
+    return ps
+
+
+def _flat_config(ps: Any, particles_path: str | os.PathLike, datadir: str | os.PathLike | None,
+                 s: DrgnSettings, norm_scale: float) -> dict[str, Any]:
+    """Data keys, every hyper-parameter, the decoder description and the image normalisation."""
+    box = int(ps.box)
+    spec = s.decoder_spec(box)
+    params = asdict(s)
+    params.update({k: spec[k] for k in ("pe_dim", "pe_min_px", "pe_max_px", "pe_sigma_px") if k in spec})
+    return {"particles": str(Path(particles_path).expanduser().resolve()), "datadir": datadir,
+            "n_particles": len(ps), "box": box, "apix": float(ps.apix), **params,
+            "norm_scale": float(norm_scale)}
+
+
+def build_model(params: dict[str, Any], box: int, n_particles: int, device: str = "cpu") -> Any:
+    """A fresh :class:`~cryoscape.inference.vae.DrgnModel` from a run's params (weights: seeded init)."""
+    import torch
+
+    from cryoscape.inference.vae import DrgnModel, fit_points
+    from cryoscape.models.encoder import build_encoder
+    from cryoscape.models.neural import build_decoder
+
+    s = _settings_from_params(params)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(s.seed))
+        decoder = build_decoder(s.decoder_spec(box))
+        encoder = None
+        if s.latents == "amortised":
+            pts = fit_points(box, s.max_freq, s.encoder_max_freq).encoder
+            encoder = build_encoder({"kind": s.encoder, "zdim": s.zdim, "hidden": s.enc_hidden,
+                                     "layers": s.enc_layers, "box": box, "pose": s.encoder_pose}, pts)
+        model = DrgnModel(decoder, encoder, n_particles, refine_poses=s.refine_poses)
+    return model.to(device)
+
+
+def _settings_from_params(params: dict[str, Any]) -> DrgnSettings:
+    names = {f.name for f in dataclasses.fields(DrgnSettings)}
+    return DrgnSettings(**{k: v for k, v in params.items() if k in names})
+
+
+def _settings(zdim: int, epochs: int, latents: str, options: dict[str, Any]) -> DrgnSettings:
+    names = {f.name for f in dataclasses.fields(DrgnSettings)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise InputError(f"unknown drgn option {unknown[0]!r}; choose from {', '.join(sorted(names))}")
+    s = DrgnSettings(zdim=zdim, epochs=epochs, latents=latents, **options)
+    s.check()
+    return s
+
+
+# ---------------------------------------------------------------- outputs
+def _save_npy(path: Path, array: np.ndarray) -> Path:
+    """``np.save`` atomically without pickles (overwrites)."""
+    from cryoscape.io.atomic import atomic_path
+
+    with atomic_path(path, force=True) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+    return path
+
+
+def _write_outputs(run: Any, model: Any, mean: np.ndarray, var: np.ndarray, history: dict[str, list[float]],
+                   elapsed_s: float, norm_scale: float, apix: float, max_freq: float) -> list[Path]:
+    from cryoscape.io.mrc import write_mrc
+    from cryoscape.io.run_dir import LATENTS, LATENTS_VAR, METRICS
+
+    run.write_latents(mean, var=var)
+    files = [run.path / LATENTS, run.path / LATENTS_VAR, run.save_weights(model.state_dict())]
+    if model.rot_corr is not None:
+        files.append(_save_npy(run.path / ROT_CORR, model.rot_corr.weight.detach().cpu().numpy().astype(np.float32)))
+        files.append(_save_npy(run.path / SHIFT_CORR, model.shift_corr.weight.detach().cpu().numpy().astype(np.float32)))
+    run.write_metrics({**history, "elapsed_s": float(elapsed_s), "norm_scale": float(norm_scale),
+                       "n_epochs": len(history.get("loss", []))}, merge=False)
+    files.append(run.path / METRICS)
+    vol = model.decoder.volume(np.asarray(mean, dtype=np.float32).mean(axis=0), scale=norm_scale,
+                               max_freq=max_freq)
+    files.append(write_mrc(run.path / MEAN_MAP, vol.cpu().numpy().astype(np.float32), apix, force=True))
+    return files
+
+
+def _clear_outputs(root: Path) -> None:
+    for name in (MEAN_MAP, ROT_CORR, SHIFT_CORR):
+        (root / name).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- the recipe
+def run_drgn(
+    particles_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    zdim: int = 8,
+    epochs: int = 20,
+    latents: str = "amortised",
+    *,
+    datadir: str | os.PathLike | None = None,
+    force: bool = False,
+    resume: bool | str | os.PathLike = False,
+    progress: bool = True,
+    **options: Any,
+) -> DrgnRun:
+    """Fit the neural hyper-molecule to a posed particle file and write the run folder ``out_dir``.
+
+    Args:
+        particles_path: STAR / .cs file with poses and CTF.
+        out_dir: run folder; refused when not empty unless ``force`` or ``resume``.
+        zdim: latent dimension. epochs: passes over the particles.
+        latents: "amortised" (VAE) or "explicit" (per-particle table).
+        datadir: folder of the particle stacks if the file's paths do not resolve.
+        force: overwrite an earlier run in ``out_dir``.
+        resume: True continues from the run's latest checkpoint; a path continues from
+            that checkpoint file (always read with ``weights_only=True``).
+        progress: progress bars.
+        **options: any other field of :class:`DrgnSettings` (``encoder``, ``beta``,
+            ``batch_size``, ``lr``, ``refine_poses``, ``seed``, ``device``, ...).
+    Returns:
+        :class:`DrgnRun`.
+    """
+    from cryoscape.inference.vae import ParticleBatches, estimate_norm_scale, fit_points, infer_latents, train
+    from cryoscape.io.run_dir import RunDirectory
+
+    s = _settings(zdim, epochs, latents, options)
+    _check_device(s.device)
+    if force and resume:
+        raise InputError(f"{out_dir}: pass either --force (start over) or --resume (continue), not both")
+    root = Path(out_dir).expanduser()
+    checkpoint, saved_norm = None, None
+    if resume:
+        checkpoint, saved_norm = _read_checkpoint(root, resume)
+    ps = _load_particles(particles_path, datadir, s)
+    norm_scale = saved_norm if saved_norm is not None else estimate_norm_scale(ps, invert=s.invert)
+    run = RunDirectory.create(root, METHOD, _flat_config(ps, particles_path, datadir, s, norm_scale),
+                              force=force, resume=bool(resume))
+    if not resume:
+        _clear_outputs(run.path)
+    run.log(f"particles: {len(ps)} from {particles_path}, box {ps.box} px, {ps.apix:.4g} Å/px, "
+            f"image scale {norm_scale:.6g}" + ("" if s.use_ctf else "; no CTF applied (--no-ctf)"))
+    box = int(ps.box)
+    model = build_model(run.params, box, len(ps), s.device)
+    if checkpoint is None and s.base == "consensus":
+        model.decoder.set_base(_consensus(run, ps, s, norm_scale, progress))
+    data = ParticleBatches(ps, fit_points(box, s.max_freq, s.encoder_max_freq), norm_scale, s.use_ctf, s.invert,
+                           s.encoder_phase_flip and s.latents == "amortised", s.device,
+                           encoder_residual=s.encoder_residual)
+    ts = s.train_settings()
+    start = 0 if checkpoint is None else int(checkpoint["epoch"])
+    t0 = time.perf_counter()
+    with run.log(f"training {s.latents} latents (zdim {s.zdim}), epochs {start + 1}..{s.epochs}"):
+        result = train(model, data, ts, run=run, checkpoint=checkpoint, progress=progress)
+    with run.log("latents of every particle"):
+        mean, var = infer_latents(model, data, ts, progress=progress)
+    elapsed = time.perf_counter() - t0
+    files = _write_outputs(run, model, mean, var, result.history, elapsed, norm_scale, float(ps.apix), s.max_freq)
+    return DrgnRun(run, model, mean, var, result.history, files, elapsed, result.epochs_run)
+
+
+def _consensus(run: Any, ps: Any, s: DrgnSettings, norm_scale: float, progress: bool) -> np.ndarray:
+    """The consensus reconstruction in the decoder's units (divided by ``norm_scale``; negated with ``invert``)."""
+    from cryoscape.reconstruct import reconstruct
+
+    with run.log("consensus reconstruction (the decoder's reference volume)"):
+        rec = reconstruct(ps, device=s.device, seed=s.seed, progress=progress)
+    sign = -1.0 if s.invert else 1.0
+    return (sign / norm_scale) * np.asarray(rec.volume, dtype=np.float32)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was given but no CUDA GPU is available; use --device cpu")
+
+
+def _read_checkpoint(root: Path, resume: bool | str | os.PathLike) -> tuple[dict[str, Any], float]:
+    """The checkpoint to continue from and the run's saved image scale (one-line errors)."""
+    from cryoscape.io.run_dir import RunDirectory
+
+    run = RunDirectory.open(root)
+    if run.method != METHOD:
+        raise InputError(f"cannot resume {root}: it holds a {run.method!r} run, not 'drgn'; choose another output folder")
+    path = None if resume is True else Path(resume)
+    state = run.load_checkpoint(path)
+    norm = run.params.get("norm_scale")
+    if norm is None:
+        raise InputError(f"{root}/config.yaml records no norm_scale; it was not written by fit drgn")
+    return state, float(norm)
+
+
+# ---------------------------------------------------------------- the model hook
+_DECODERS: dict[tuple[str, int], Any] = {}
+
+
+def load_decoder(run: Any) -> Any:
+    """The trained decoder of a ``drgn`` run (rebuilt from ``config.yaml``, weights read with
+    ``weights_only=True``); the last one read is kept until ``weights.pt`` changes."""
+    from cryoscape.io.run_dir import WEIGHTS
+    from cryoscape.models.neural import build_decoder
+
+    path = run.path / WEIGHTS
+    key = (str(path.resolve()), path.stat().st_mtime_ns if path.is_file() else -1)
+    if key not in _DECODERS:
+        state = run.load_weights()  # one-line error when the fit has not finished
+        s = _settings_from_params(run.params)
+        decoder = build_decoder(s.decoder_spec(int(run.box)))
+        sub = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
+        try:
+            decoder.load_state_dict(sub)
+        except RuntimeError as exc:
+            raise InputError(f"{path} does not match the model in {run.path}/config.yaml; "
+                             "restore the files the fit wrote") from exc
+        decoder.eval()
+        _DECODERS.clear()
+        _DECODERS[key] = decoder
+    return _DECODERS[key]
+
+
+def drgn_volume(run: Any, z: np.ndarray) -> np.ndarray:
+    """The volume ``[D, D, D]`` float32 of the run's decoder at latent ``z (zdim,)``, at the run's box."""
+    import torch
+
+    decoder = load_decoder(run)
+    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    if z.size != decoder.zdim:
+        raise InputError(f"the latent point has {z.size} coordinates but the drgn run {run.path} has "
+                         f"{decoder.zdim}-D latents; give one per dimension")
+    params = run.params
+    vol = decoder.volume(torch.as_tensor(z, dtype=torch.float32), scale=float(params["norm_scale"]),
+                         max_freq=float(params.get("max_freq", 1.0)))
+    return vol.numpy().astype(np.float32)
+
+
+def _register() -> None:
+    """Make ``drgn`` runs produce volumes from their decoder in analyze/traverse/compare/volume."""
+    from cryoscape.analysis.pipeline import register_volume_hook
+
+    register_volume_hook(METHOD, drgn_volume)
+
+
+_register()

@@ -1,0 +1,117 @@
+"""Amortised encoders ``image -> q(z | image) = N(μ, diag σ²)`` for the neural hyper-molecule.
+
+Both encoders read the same input: the image's centred DFT on a set of
+half-plane in-circle frequencies (a subset of ``slice_points(D, half=True)``,
+``P`` points, complex ``[B, P]``), already normalised, re-centred (shift
+removed) and optionally phase-flipped by the caller
+(:mod:`cryoscape.inference.vae`). Restricting the points to a disc of radius
+``r`` is a low-pass filter of the encoder's view.
+
+* :class:`MLPEncoder` flattens ``(Re, Im)`` of those ``P`` values (``2P``
+  numbers: for a real image they carry the whole in-circle spectrum), plus,
+  optionally, the particle's pose (the first two rows of ``R``, 6 numbers)
+  into an MLP.
+* :class:`CNNEncoder` turns them back into a real image ``[D, D]`` (zero
+  outside the points, conjugate-symmetric completion) and runs a small
+  stride-2 convolutional network.
+
+Both are called as ``encoder(y, pose)`` with ``pose`` ``[B, 6]`` (ignored unless
+the MLP was built with ``pose=True``). Output: ``(mu [B, zdim], logvar [B, zdim])``,
+``logvar`` clamped to [-12, 6].
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["MLPEncoder", "CNNEncoder", "build_encoder", "ENCODER_KINDS"]
+
+ENCODER_KINDS = ("mlp", "cnn")
+_LOGVAR_RANGE = (-12.0, 6.0)
+
+
+def _split(out: torch.Tensor, zdim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    mu, logvar = out[..., :zdim], out[..., zdim:]
+    return mu, logvar.clamp(*_LOGVAR_RANGE)
+
+
+class MLPEncoder(nn.Module):
+    """MLP over ``(Re, Im)`` of ``n_points`` half-set Fourier values.
+
+    Args:
+        n_points: ``P`` (input width ``2P``). zdim: latent dimension.
+        hidden: hidden width. layers: hidden layers (``>= 1``; later ones residual).
+        pose: also read the pose (6 numbers).
+    """
+
+    def __init__(self, n_points: int, zdim: int, hidden: int = 256, layers: int = 3, pose: bool = False) -> None:
+        super().__init__()
+        if layers < 1 or zdim < 1:
+            raise ValueError(f"need layers >= 1 and zdim >= 1; got {layers}, {zdim}")
+        self.zdim, self.pose = int(zdim), bool(pose)
+        self.inp = nn.Linear(2 * n_points + (6 if pose else 0), hidden)
+        self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers - 1))
+        self.out = nn.Linear(hidden, 2 * zdim)
+
+    def forward(self, y: torch.Tensor, pose: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y``: complex ``[B, P]``, ``pose`` ``[B, 6]`` -> ``(mu, logvar)`` ``[B, zdim]`` each."""
+        parts = [y.real, y.imag] + ([pose.to(y.real.dtype)] if self.pose else [])
+        x = torch.cat(parts, dim=-1).to(self.inp.weight.dtype)
+        h = torch.relu(self.inp(x))
+        for layer in self.hidden:
+            h = h + torch.relu(layer(h))
+        return _split(self.out(h).float(), self.zdim)
+
+
+class CNNEncoder(nn.Module):
+    """Small CNN over the real image rebuilt from the half-set values.
+
+    Four 3×3 stride-2 convolutions (``channels``, doubling to at most 8×),
+    then one hidden linear layer of width ``hidden``.
+
+    Args:
+        D: box (divisible by 16). points: indices into ``slice_points(D, half=True)``
+            of the ``P`` input values. zdim: latent dimension.
+    """
+
+    def __init__(self, D: int, points: torch.Tensor, zdim: int, hidden: int = 256, channels: int = 16) -> None:
+        super().__init__()
+        if D % 16:
+            raise ValueError(f"the CNN encoder needs a box divisible by 16; got {D}")
+        self.D, self.zdim = int(D), int(zdim)
+        self.register_buffer("points", torch.as_tensor(points, dtype=torch.int64).clone(), persistent=False)
+        c = [1, channels, 2 * channels, 4 * channels, 8 * channels]
+        self.convs = nn.ModuleList(nn.Conv2d(c[i], c[i + 1], 3, stride=2, padding=1) for i in range(4))
+        self.fc = nn.Linear(c[-1] * (D // 16) ** 2, hidden)
+        self.out = nn.Linear(hidden, 2 * zdim)
+
+    def _image(self, y: torch.Tensor) -> torch.Tensor:
+        from cryoscape.imaging._grid import slice_points
+        from cryoscape.imaging.projector import half_to_image
+
+        n = slice_points(self.D, True, y.device).n
+        full = y.new_zeros(y.shape[0], n)
+        full[:, self.points.to(y.device)] = y
+        return half_to_image(full, self.D) / self.D  # DFT scale back to pixel scale
+
+    def forward(self, y: torch.Tensor, pose: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y``: complex ``[B, P]`` -> ``(mu, logvar)`` ``[B, zdim]`` each (``pose`` is not used)."""
+        h = self._image(y)[:, None].to(self.fc.weight.dtype)
+        for conv in self.convs:
+            h = torch.relu(conv(h))
+        h = torch.relu(self.fc(h.flatten(1)))
+        return _split(self.out(h).float(), self.zdim)
+
+
+def build_encoder(spec: Mapping[str, Any], points: torch.Tensor) -> nn.Module:
+    """Encoder from its plain description ``{"kind", "zdim", "hidden", "layers", "box", "pose"}`` and input points."""
+    kind = spec["kind"]
+    if kind == "mlp":
+        return MLPEncoder(int(points.numel()), int(spec["zdim"]), int(spec["hidden"]), int(spec["layers"]),
+                          pose=bool(spec.get("pose", False)))
+    if kind == "cnn":
+        return CNNEncoder(int(spec["box"]), points, int(spec["zdim"]), int(spec["hidden"]))
+    raise ValueError(f"unknown encoder {kind!r}; choose from {', '.join(ENCODER_KINDS)}")
