@@ -51,16 +51,124 @@ def _fit(star: Path, out: Path, **kw):
 
 
 # ------------------------------------------------------------------ learning
-@pytest.mark.parametrize("latents", ["amortised", "explicit"])
+@pytest.mark.parametrize("latents", ["amortised", "explicit", "explicit-warmup"])
 def test_latents_separate_two_conformations(two_states, tmp_path, latents) -> None:
-    kw = {"latent_lr": 0.3} if latents == "explicit" else {"beta": 0.1}
-    out = _fit(two_states.star_path, tmp_path / latents, zdim=1, epochs=10, latents=latents, dec_hidden=64,
-               enc_hidden=64, pe_dim=8, batch_size=32, lr=3e-3, **kw)
+    kw = {"amortised": {"beta": 0.1}, "explicit": {"latent_lr": 0.3},
+          "explicit-warmup": {"latent_lr": 0.3, "warmup_epochs": 5}}[latents]
+    out = _fit(two_states.star_path, tmp_path / latents, zdim=1, epochs=10, latents=latents.split("-")[0],
+               dec_hidden=64, enc_hidden=64, pe_dim=8, batch_size=32, lr=3e-3, **kw)
     label = two_states.truth["conformation"].astype(np.float64)
     z = out.latents[:, 0]
     assert abs(np.corrcoef(z, label)[0, 1]) > 0.8
     assert out.history["loss"][-1] < out.history["loss"][0]
     assert np.all(out.latents_var > 0) and np.all(np.isfinite(out.latents_var))
+
+
+def test_warmup_starts_the_table_at_the_encoder_means(tiny, tmp_path) -> None:
+    """After the amortised warm-up epoch the table holds the encoder's means; one epoch of
+    Adam (first step per row: at most ``latent_lr`` per coordinate) then moves each row little."""
+    from cryoscape.inference.vae import _encoder_latents, fit_points
+    from cryoscape.io.run_dir import RunDirectory
+    from cryoscape.methods.drgn import _load_particles, _settings_from_params, build_model
+
+    lr = 0.01
+    out = _fit(tiny, tmp_path / "w", epochs=2, latents="explicit", warmup_epochs=1, latent_lr=lr,
+               latent_refine_steps=0)
+    rd = RunDirectory.open(tmp_path / "w")
+    after_warmup = build_model(rd.params, rd.box, rd.n_particles)
+    state = rd.load_checkpoint(tmp_path / "w" / "checkpoints" / "epoch_0001.pt")
+    after_warmup.load_state_dict(state["model"])
+    np.testing.assert_array_equal(after_warmup.latents.weight.detach().numpy(),
+                                  build_model(rd.params, rd.box, rd.n_particles).latents.weight.detach().numpy())
+    s = _settings_from_params(rd.params)
+    data = ParticleBatches(_load_particles(tiny, None, s), fit_points(rd.box, s.max_freq, s.encoder_max_freq),
+                           rd.params["norm_scale"], s.use_ctf, s.invert, s.encoder_phase_flip, "cpu",
+                           encoder_residual=s.encoder_residual)
+    mu, _ = _encoder_latents(after_warmup, data, s.train_settings(), progress=False)
+    moved = np.abs(out.latents - mu)
+    assert moved.max() <= lr * 1.01
+    assert moved.max() > 0.5 * lr  # the table was trained in epoch 2
+    assert np.abs(mu - after_warmup.latents.weight.detach().numpy()).max() > 10 * lr  # not the random start
+    assert "warm-up" in (tmp_path / "w" / "log.txt").read_text()
+
+
+def _tiny_model_and_batch(star: Path, seed: int = 0):
+    """A small explicit model with a non-zero output layer (so ``z`` matters) and one batch of 16."""
+    from cryoscape.inference.vae import DrgnModel, fit_points
+    from cryoscape.methods.drgn import _load_particles
+    from cryoscape.methods.drgn import DrgnSettings
+    from cryoscape.models.neural import build_decoder
+
+    torch.manual_seed(seed)
+    s = DrgnSettings(zdim=3, latents="explicit", base="none", dec_hidden=16, dec_layers=2, pe_dim=4, batch_size=16,
+                     beta=0.3)
+    ps = _load_particles(star, None, s)
+    dec = build_decoder(s.decoder_spec(int(ps.box)))
+    with torch.no_grad():
+        dec.output.weight.normal_(0, 0.3)
+    model = DrgnModel(dec, None, len(ps), init_std=1.0)
+    data = ParticleBatches(ps, fit_points(int(ps.box), 0.8, 0.5), 1000.0, True, False, False, "cpu")
+    return model, data, data.batch(np.arange(16)), s.train_settings()
+
+
+def test_gauss_newton_matrix_matches_an_autograd_jacobian(tiny) -> None:
+    from cryoscape.inference.vae import _gauss_newton_hessian
+
+    model, data, batch, s = _tiny_model_and_batch(tiny)
+    z = model.latents(batch.idx).detach()
+    H = _gauss_newton_hessian(model, data, batch, z, s.beta, False)
+    for b in (0, 7):
+        def pred(zb, b=b):
+            out = model.decoder.slice_half(batch.R[b:b + 1], zb[None], points=data.fit_idx)[0]
+            out = out * data.phase(batch.shifts_A[b:b + 1])[0] * batch.ctf[b]
+            return torch.view_as_real(out)  # [P, 2]
+        J = torch.autograd.functional.jacobian(pred, z[b].double().float())  # [P, 2, d]
+        ref = torch.einsum("pri,prj,p->ij", J.double(), J.double(), data.weights.double()) + s.beta * torch.eye(3)
+        torch.testing.assert_close(H[b].double(), ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max()))
+
+
+def test_refine_latents_lowers_every_objective_and_reaches_a_stationary_point(tiny) -> None:
+    from cryoscape.inference.vae import _image_objective, refine_latents
+
+    model, data, batch, s = _tiny_model_and_batch(tiny)
+    s.batch_size = 16
+
+    def state():
+        z = model.latents(batch.idx).detach().clone().requires_grad_(True)
+        f = _image_objective(model, data, batch, z, s.beta, False)
+        g, = torch.autograd.grad(f.sum(), z)
+        return z.detach(), f.detach(), g.norm(dim=-1)
+
+    z0, f0, g0 = state()
+    acc = refine_latents(model, data, s, 8, progress=False)
+    z1, f1, g1 = state()
+    assert acc.shape == (8,) and acc[0] > 0.5
+    assert torch.all(f1 <= f0) and torch.any(f1 < f0)
+    assert not torch.equal(z0, z1)  # the table itself was written
+    assert float(g1.median()) < 0.05 * float(g0.median())  # Newton-like convergence, not a few small moves
+    untouched = model.latents.weight[16:]
+    assert refine_latents(model, data, s, 0, progress=False).shape == (0,)
+    assert torch.equal(model.latents.weight[16:], untouched)
+
+
+def test_polished_amortised_latents_start_at_the_encoder_and_leave_the_model_alone(tiny) -> None:
+    from cryoscape.inference.vae import DrgnModel, _encoder_latents, _image_objective, polished_latents
+    from cryoscape.models.encoder import MLPEncoder
+
+    explicit, data, batch, s = _tiny_model_and_batch(tiny)
+    torch.manual_seed(1)
+    model = DrgnModel(explicit.decoder, MLPEncoder(int(data.enc_idx.numel()), 3, 16, 2), len(data))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mu, _ = _encoder_latents(model, data, s, progress=False)
+    mean, var, acc = polished_latents(model, data, s, 3, progress=False)
+    assert model.latents is None and mean.shape == var.shape == mu.shape and acc.shape == (3,)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    with torch.no_grad():
+        f_mu = _image_objective(model, data, batch, torch.as_tensor(mu[:16]), s.beta, False)
+        f_pol = _image_objective(model, data, batch, torch.as_tensor(mean[:16]), s.beta, False)
+    assert torch.all(f_pol <= f_mu) and torch.any(f_pol < f_mu)
+    assert np.all(var > 0) and np.all(np.isfinite(var))
 
 
 # ------------------------------------------------------------------ run directory and model rebuild
@@ -92,10 +200,13 @@ def test_run_directory_rebuilds_the_model(tiny, tmp_path) -> None:
 
 
 # ------------------------------------------------------------------ resume
-@pytest.mark.parametrize("latents", ["amortised", "explicit"])
+@pytest.mark.parametrize("latents", ["amortised", "explicit", "explicit-warmup"])
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny, tmp_path, monkeypatch, latents) -> None:
+    # explicit-warmup: the switch to the table (start of epoch 2) happens after the resume
+    warm = {"warmup_epochs": 1} if latents == "explicit-warmup" else {}
+    latents = latents.split("-")[0]
     full = tmp_path / "full"
-    _fit(tiny, full, epochs=3, latents=latents, refine_poses=True, refine_start_epoch=1)
+    _fit(tiny, full, epochs=3, latents=latents, refine_poses=True, refine_start_epoch=1, **warm)
     cut = tmp_path / "cut"
     calls = {"n": 0}
     original = ParticleBatches.batch
@@ -108,11 +219,11 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny, tmp_path
 
     monkeypatch.setattr(ParticleBatches, "batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        _fit(tiny, cut, epochs=3, latents=latents, refine_poses=True, refine_start_epoch=1)
+        _fit(tiny, cut, epochs=3, latents=latents, refine_poses=True, refine_start_epoch=1, **warm)
     monkeypatch.setattr(ParticleBatches, "batch", original)
     assert [p.name for p in (cut / "checkpoints").iterdir()] == ["epoch_0001.pt"]
     assert not (cut / "weights.pt").exists()
-    res = _fit(tiny, cut, epochs=3, latents=latents, refine_poses=True, refine_start_epoch=1, resume=True)
+    res = _fit(tiny, cut, epochs=3, latents=latents, refine_poses=True, refine_start_epoch=1, resume=True, **warm)
     assert res.epochs_run == 2
     a, b = _weights(full), _weights(cut)
     assert a.keys() == b.keys()
@@ -214,6 +325,9 @@ def test_cli_refuses_particles_without_poses(tiny, tmp_path, capsys) -> None:
     (["--epochs", "0"], "--epochs"),
     (["--device", "cuda"], "cuda"),
     (["--beta", "-1"], "--beta"),
+    (["--latents", "explicit", "--warmup-epochs", "1"], "--warmup-epochs"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs"),
+    (["--warmup-epochs", "2", "--epochs", "5"], "--warmup-epochs"),  # amortised latents
 ])
 def test_cli_errors_are_one_line(tiny, tmp_path, capsys, argv, needle) -> None:
     if argv[:2] == ["--device", "cuda"] and torch.cuda.is_available():

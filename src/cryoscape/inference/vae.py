@@ -9,7 +9,25 @@ Two inference schemes share one decoder (:class:`cryoscape.models.neural.NeuralH
 ``explicit``
     every particle has its own latent ``z_i`` (an auto-decoder), optimised
     jointly with the decoder under the prior ``N(0, I)`` (the same ``β``
-    weights the prior term ``½|z_i|²``).
+    weights the prior term ``½|z_i|²``). With ``warmup_epochs = W > 0`` the
+    first ``W`` epochs are amortised (an encoder trained on the ELBO, exactly
+    as above); at the start of epoch ``W`` every ``z_i`` is set to the
+    encoder's mean ``μ(image_i)`` and from then on only the table and the
+    decoder are trained (the encoder is no longer used). With ``W = 0`` the
+    table starts at ``N(0, 0.1² I)``.
+
+    At random starts, explicit latents need a large ``latent_lr`` (about 1;
+    see :mod:`cryoscape.methods.drgn` for measurements): the decoder's output
+    layer starts at zero, so at first the loss does not depend on ``z`` at
+    all; afterwards each ``z_i`` moves only once per epoch, by about
+    ``latent_lr`` per coordinate (Adam's early steps), while the decoder,
+    updated every batch, learns to fit noise with whatever codes it is given.
+    With ``latent_lr = 0.05`` on a 2 000-particle adk-1d subset (box 64,
+    SNR 0.05, 16 epochs) the latents did not find the conformational
+    coordinate (|Spearman| 0.11); at 1.5 they did (0.81). After training,
+    :func:`refine_latents` re-fits every ``z_i`` to the final decoder by a few
+    Gauss–Newton steps (0.88 on that subset); :func:`polished_latents` does
+    the same for amortised fits, starting at the encoder's means.
 
 Optionally each particle's pose is refined by gradient: a rotation
 correction ``R_i = exp([ω_i]×) R_i⁰`` (axis-angle ``ω_i``, radians) and a shift
@@ -73,6 +91,8 @@ __all__ = [
     "train",
     "infer_latents",
     "rotation_correction",
+    "refine_latents",
+    "polished_latents",
 ]
 
 LATENT_SCHEMES = ("amortised", "explicit")
@@ -84,7 +104,9 @@ class TrainSettings:
 
     epochs: passes over the particles. batch_size: images per step.
     lr: Adam learning rate of decoder and encoder. latent_lr: sparse-Adam rate of
-    the explicit latents. beta: weight of the KL (prior) term. pose_lr,
+    the explicit latents. warmup_epochs: explicit scheme only, amortised epochs
+    before the switch to per-particle latents started at the encoder's means
+    (0: none; the model must then have an encoder). beta: weight of the KL (prior) term. pose_lr,
     shift_lr_A: sparse-Adam rates of the rotation (rad) and shift (Å) corrections;
     refine_poses: refine poses from epoch ``refine_start_epoch`` (0-based) on.
     seed: seeds the initial weights, the batch order and the noise.
@@ -95,8 +117,9 @@ class TrainSettings:
     epochs: int = 20
     batch_size: int = 32
     lr: float = 3e-3
-    latent_lr: float = 0.05
+    latent_lr: float = 1.5
     beta: float = 0.1
+    warmup_epochs: int = 0
     refine_poses: bool = False
     refine_start_epoch: int = 2
     pose_lr: float = 1e-3
@@ -115,6 +138,8 @@ class TrainSettings:
         for name in ("lr", "latent_lr", "pose_lr", "shift_lr_A"):
             if not getattr(self, name) > 0:
                 raise InputError(f"the learning rate {name} must be positive; got {getattr(self, name)}")
+        if self.warmup_epochs < 0:
+            raise InputError(f"--warmup-epochs must be >= 0; got {self.warmup_epochs}")
         if not self.beta >= 0:
             raise InputError(f"--beta must be >= 0; got {self.beta}")
         if self.device not in ("cpu", "cuda"):
@@ -325,19 +350,20 @@ class DrgnModel(nn.Module):
 
     Args:
         decoder: the neural hyper-molecule.
-        encoder: an encoder (amortised) or None (explicit).
+        encoder: an encoder (amortised, or explicit with a warm-up) or None (explicit).
         n_particles: rows of the explicit latent table and of the pose corrections.
+        explicit: keep a per-particle latent table (forced when ``encoder`` is None).
         refine_poses: add per-particle rotation (rad) and shift (Å) corrections.
         init_std: standard deviation of the initial explicit latents.
     """
 
     def __init__(self, decoder: nn.Module, encoder: nn.Module | None, n_particles: int,
-                 refine_poses: bool = False, init_std: float = 0.1) -> None:
+                 refine_poses: bool = False, init_std: float = 0.1, explicit: bool = False) -> None:
         super().__init__()
         self.decoder = decoder
         self.encoder = encoder
         self.latents = None
-        if encoder is None:
+        if encoder is None or explicit:
             self.latents = nn.Embedding(n_particles, decoder.zdim, sparse=True)
             nn.init.normal_(self.latents.weight, std=init_std)
         self.rot_corr = self.shift_corr = None
@@ -349,7 +375,11 @@ class DrgnModel(nn.Module):
 
     @property
     def scheme(self) -> str:
-        return "explicit" if self.encoder is None else "amortised"
+        return "amortised" if self.latents is None else "explicit"
+
+    def uses_encoder(self, epoch: int, warmup_epochs: int) -> bool:
+        """Whether the latents of epoch ``epoch`` (0-based) come from the encoder."""
+        return self.encoder is not None and (self.latents is None or epoch < warmup_epochs)
 
     def dense_parameters(self) -> list[nn.Parameter]:
         """Decoder and encoder parameters (Adam)."""
@@ -385,9 +415,11 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def _latent_sample(model: DrgnModel, data: ParticleBatches, batch: Batch, gen: torch.Generator | None,
-                   sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(z [B, d], KL or prior term [B])`` for the batch."""
-    if model.encoder is None:
+                   sample: bool, use_encoder: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z [B, d], KL or prior term [B])`` for the batch (``use_encoder`` None: the encoder when there is no table)."""
+    if use_encoder is None:
+        use_encoder = model.latents is None
+    if not use_encoder:
         z = model.latents(batch.idx)
         return z, 0.5 * (z * z).sum(-1)
     mu, logvar = model.encoder(*data.encoder_input(model.decoder, batch))
@@ -399,10 +431,14 @@ def _latent_sample(model: DrgnModel, data: ParticleBatches, batch: Batch, gen: t
 
 
 def batch_loss(model: DrgnModel, data: ParticleBatches, batch: Batch, beta: float,
-               gen: torch.Generator | None = None, sample: bool = True, refine: bool = False
-               ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The mean objective of the module docstring over the batch, and its parts (per disc pixel)."""
-    z, kl = _latent_sample(model, data, batch, gen, sample)
+               gen: torch.Generator | None = None, sample: bool = True, refine: bool = False,
+               use_encoder: bool | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The mean objective of the module docstring over the batch, and its parts (per disc pixel).
+
+    ``use_encoder``: take the latents from the encoder (True) or the table (False);
+    None: the encoder exactly when the model has no table.
+    """
+    z, kl = _latent_sample(model, data, batch, gen, sample, use_encoder)
     R, shifts = model.poses(batch, refine)
     pred = model.decoder.slice_half(R, z, points=data.fit_idx)
     pred = pred * data.phase(shifts)
@@ -494,6 +530,12 @@ def train(model: DrgnModel, data: ParticleBatches, s: TrainSettings, run: Any = 
     for epoch in range(start, s.epochs):
         model.train()
         refine = s.refine_poses and epoch >= s.refine_start_epoch
+        use_encoder = model.uses_encoder(epoch, s.warmup_epochs)
+        if model.latents is not None and model.encoder is not None and 0 < s.warmup_epochs == epoch:
+            _latents_from_encoder(model, data, s, progress)
+            if run is not None:
+                run.log(f"epoch {epoch + 1}: explicit latents start at the encoder's means after "
+                        f"{s.warmup_epochs} amortised warm-up epochs")
         sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
         t0 = time.perf_counter()
         with _progress_bar(progress, n, f"epoch {epoch + 1}/{s.epochs}") as bar:
@@ -502,7 +544,8 @@ def train(model: DrgnModel, data: ParticleBatches, s: TrainSettings, run: Any = 
                     on_batch(epoch, b)
                 batch = data.batch(idx)
                 with _autocast(dev, s.amp):
-                    loss, parts = batch_loss(model, data, batch, s.beta, gen, sample=True, refine=refine)
+                    loss, parts = batch_loss(model, data, batch, s.beta, gen, sample=True, refine=refine,
+                                             use_encoder=use_encoder)
                 dense.zero_grad(set_to_none=True)
                 if sparse is not None:
                     sparse.zero_grad(set_to_none=True)
@@ -525,6 +568,14 @@ def train(model: DrgnModel, data: ParticleBatches, s: TrainSettings, run: Any = 
     return TrainResult(model, s.epochs - start, history, time.perf_counter() - t_all)
 
 
+@torch.no_grad()
+def _latents_from_encoder(model: DrgnModel, data: ParticleBatches, s: TrainSettings, progress: bool) -> None:
+    """Set the explicit latent table to the encoder's means (the end of the warm-up)."""
+    mu, _ = _encoder_latents(model, data, s, progress)
+    model.latents.weight.copy_(torch.as_tensor(mu, dtype=model.latents.weight.dtype,
+                                               device=model.latents.weight.device))
+
+
 # ---------------------------------------------------------------------------- latents after training
 @torch.no_grad()
 def _encoder_latents(model: DrgnModel, data: ParticleBatches, s: TrainSettings, progress: bool
@@ -542,6 +593,80 @@ def _encoder_latents(model: DrgnModel, data: ParticleBatches, s: TrainSettings, 
     return torch.cat(mus).numpy(), torch.cat(vars_).numpy()
 
 
+def _gauss_newton_hessian(model: DrgnModel, data: ParticleBatches, batch: Batch, z: torch.Tensor, beta: float,
+                          refine: bool) -> torch.Tensor:
+    """``Re(Jᴴ W J) + β I`` ``[B, d, d]`` at latents ``z`` ``[B, d]`` (see :func:`_explicit_variances`)."""
+    R, shifts = model.poses(batch, refine)
+    J = _latent_jacobian(model.decoder, R, z.detach(), data.fit_idx)  # [B, P, d] complex
+    J = J * data.phase(shifts)[..., None]
+    if batch.ctf is not None:
+        J = J * batch.ctf[..., None]
+    Jr = torch.view_as_real(J)  # [B, P, d, 2]
+    eye = torch.eye(z.shape[-1], device=z.device)
+    return torch.einsum("bpir,bpjr,p->bij", Jr, Jr, data.weights) + beta * eye
+
+
+def _image_objective(model: DrgnModel, data: ParticleBatches, batch: Batch, z: torch.Tensor, beta: float,
+                     refine: bool) -> torch.Tensor:
+    """``½ Σ_k w_k |y_k − ŷ_k(z)|² + β ½ |z|²`` per image ``[B]`` (not divided by ``n_disc``)."""
+    R, shifts = model.poses(batch, refine)
+    pred = model.decoder.slice_half(R, z, points=data.fit_idx) * data.phase(shifts)
+    if batch.ctf is not None:
+        pred = pred * batch.ctf
+    return 0.5 * ((batch.y - pred).abs() ** 2 * data.weights).sum(-1) + beta * 0.5 * (z * z).sum(-1)
+
+
+_STEP_FRACTIONS = (1.0, 0.5, 0.25)
+"""Fractions of the Gauss–Newton step tried in turn by :func:`refine_latents`."""
+
+
+def refine_latents(model: DrgnModel, data: ParticleBatches, s: TrainSettings, steps: int,
+                   progress: bool = True) -> np.ndarray:
+    """Polish the explicit latents with the decoder fixed: ``steps`` Gauss–Newton steps per particle.
+
+    During training each ``z_i`` moves once per epoch, against the decoder of
+    that moment; this re-fits every ``z_i`` to the final decoder, minimising
+    :func:`_image_objective` (the training objective of that image). Step:
+    ``z ← z − t H⁻¹ g`` with ``g`` its gradient, ``H`` the Gauss–Newton matrix of
+    :func:`_gauss_newton_hessian` and ``t`` the first of 1, ½, ¼ that lowers
+    that particle's objective (if none does, the particle stays put for this
+    step). Writes the table in place.
+    Returns the fraction of accepted steps per step number ``[steps]``.
+    """
+    accepted = np.zeros(max(int(steps), 0))
+    if steps <= 0:
+        return accepted
+    table = model.latents.weight
+    with _progress_bar(progress, len(data), "latent refinement") as bar:
+        for a in range(0, len(data), s.batch_size):
+            batch = data.batch(np.arange(a, min(a + s.batch_size, len(data))))
+            z = table[batch.idx].detach().float()
+            with torch.no_grad():
+                f = _image_objective(model, data, batch, z, s.beta, s.refine_poses)
+            for k in range(steps):
+                with torch.enable_grad():
+                    zr = z.clone().requires_grad_(True)
+                    g, = torch.autograd.grad(_image_objective(model, data, batch, zr, s.beta, s.refine_poses).sum(), zr)
+                with torch.no_grad():
+                    H = _gauss_newton_hessian(model, data, batch, z, s.beta, s.refine_poses)
+                    step = torch.linalg.solve(H, g[..., None])[..., 0]
+                    done = torch.zeros_like(f, dtype=torch.bool)
+                    for t in _STEP_FRACTIONS:
+                        z_new = z - t * step
+                        f_new = _image_objective(model, data, batch, z_new, s.beta, s.refine_poses)
+                        ok = ~done & torch.isfinite(f_new) & (f_new < f)
+                        z = torch.where(ok[:, None], z_new, z)
+                        f = torch.where(ok, f_new, f)
+                        done |= ok
+                        if bool(done.all()):
+                            break
+                    accepted[k] += float(done.sum())
+            with torch.no_grad():
+                table[batch.idx] = z.to(table.dtype)
+            bar.update(len(batch.idx))
+    return accepted / len(data)
+
+
 def _explicit_variances(model: DrgnModel, data: ParticleBatches, s: TrainSettings, progress: bool) -> np.ndarray:
     """Laplace (Gauss–Newton) marginal variances of the explicit latents, ``[N, d]``.
 
@@ -552,18 +677,10 @@ def _explicit_variances(model: DrgnModel, data: ParticleBatches, s: TrainSetting
     pre-activation, whose per-point gradients come from two backward passes.
     """
     out = []
-    dec = model.decoder
-    eye = torch.eye(dec.zdim, device=torch.device(s.device))
     with _progress_bar(progress, len(data), "latent variances") as bar:
         for a in range(0, len(data), s.batch_size):
             batch = data.batch(np.arange(a, min(a + s.batch_size, len(data))))
-            R, shifts = model.poses(batch, s.refine_poses)
-            J = _latent_jacobian(dec, R, model.latents(batch.idx).detach(), data.fit_idx)  # [B, P, d] complex
-            J = J * data.phase(shifts)[..., None]
-            if batch.ctf is not None:
-                J = J * batch.ctf[..., None]
-            Jr = torch.view_as_real(J)  # [B, P, d, 2]
-            H = torch.einsum("bpir,bpjr,p->bij", Jr, Jr, data.weights) + s.beta * eye
+            H = _gauss_newton_hessian(model, data, batch, model.latents(batch.idx), s.beta, s.refine_poses)
             out.append(torch.linalg.inv(H).diagonal(dim1=-2, dim2=-1).detach().cpu())
             bar.update(len(batch.idx))
     return torch.cat(out).numpy()
@@ -595,11 +712,39 @@ def infer_latents(model: DrgnModel, data: ParticleBatches, s: TrainSettings, pro
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Per-particle latent means and variances ``[N, d]`` each, in particle order.
 
-    Amortised: the encoder's ``μ`` and ``σ²``. Explicit: the table and the Laplace
-    variances (:func:`_explicit_variances`).
+    Amortised: the encoder's ``μ`` and ``σ²``. Explicit (with or without a
+    warm-up): the table and the Laplace variances (:func:`_explicit_variances`).
     """
     model.eval()
-    if model.encoder is not None:
+    if model.latents is None:
         return _encoder_latents(model, data, s, progress)
     mean = model.latents.weight.detach().cpu().numpy().copy()
     return mean, _explicit_variances(model, data, s, progress)
+
+
+def polished_latents(model: DrgnModel, data: ParticleBatches, s: TrainSettings, steps: int,
+                     progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Latent means and variances ``[N, d]`` after ``steps`` Gauss–Newton steps per particle (:func:`refine_latents`).
+
+    Explicit: the model's own table is polished in place. Amortised: the
+    polish starts at the encoder's means, in a separate table (the model, and
+    hence what the encoder says for an image, is unchanged); the result is a
+    per-image MAP estimate under the final decoder, started from the encoder
+    (semi-amortised inference). Variances: Laplace at the polished latents
+    (:func:`_explicit_variances`) in both schemes. Also returns the fraction
+    of accepted steps per step number.
+    """
+    model.eval()
+    target = model
+    if model.latents is None:
+        mu, _ = _encoder_latents(model, data, s, progress)
+        with torch.random.fork_rng(devices=[]):
+            target = DrgnModel(model.decoder, None, len(data))
+        target.rot_corr, target.shift_corr = model.rot_corr, model.shift_corr
+        target = target.to(model.decoder.output.weight.device)
+        with torch.no_grad():
+            target.latents.weight.copy_(torch.as_tensor(mu, device=target.latents.weight.device))
+        target.eval()
+    accepted = refine_latents(target, data, s, steps, progress)
+    mean, var = infer_latents(target, data, s, progress)
+    return mean, var, accepted
