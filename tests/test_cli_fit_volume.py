@@ -63,6 +63,11 @@ def test_fit_writes_every_file(run):
     comps = torch.load(run / "weights.pt", weights_only=True)["components"].numpy()
     assert np.abs(comps[:, mask < 1e-6]).max() < 1e-6 * np.abs(comps).max()  # components live inside the mask
     metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["covariance_eigenvalues"]) == 2 and metrics["covariance_eigenvalues"][0] > 0
+    assert np.load(run / "spectral_coordinates.npy").shape == (N, 2)
+    for name in ("spectral_mean.mrc", "spectral_volume_01.mrc", "spectral_volume_02.mrc"):
+        assert (run / name).is_file(), name
+    assert len(metrics["diffusion_eigenvalues"]) == 2
     assert len(metrics["eigenvalues"]) == 2 and metrics["eigenvalues"][0] >= metrics["eigenvalues"][1] > 0
     assert len(metrics["objective"]) == 5 and metrics["sigma2"] > 0
     mean, apix = _mrc(run / "mean.mrc")
@@ -242,7 +247,10 @@ def test_force_refit_replaces_the_maps(run, sim, tmp_path):
     copy = tmp_path / "run_copy"
     shutil.copytree(run, copy)
     rc = main(["fit", "pca", str(sim.star_path), "-o", str(copy), "--components", "1", "--iterations", "1",
-               "--force", "--no-progress"])
+               "--init", "random", "--mask", "sphere", "--spectral-components", "0", "--force", "--no-progress"])
     assert rc == 0
     assert (copy / "component_01.mrc").is_file() and not (copy / "component_02.mrc").exists()
+    for stale in ("spectral_coordinates.npy", "spectral_volume_01.mrc", "mask.mrc", "consensus.mrc"):
+        assert not (copy / stale).exists(), stale
+    assert "covariance_eigenvalues" not in json.loads((copy / "metrics.json").read_text())
     assert np.load(copy / "latents.npy").shape == (N, 1)

@@ -25,7 +25,12 @@ methods:
 PCA_DESCRIPTION = """\
 Probabilistic PCA of the particles by expectation-maximisation: a mean volume
 and K principal volumes, each particle's latent posterior (mean and
-covariance) and contrast, and the noise variance. Principal volumes are
+covariance) and contrast, and the noise variance. By default the consensus map
+is reconstructed first (half sets, Wiener filter from their FSC), a solvent
+mask is derived from it, and EM starts from the top principal volumes of the
+low-resolution covariance (Katsevich-Singer least squares at 15 A). After the
+fit, a diffusion map of the latents gives spectral coordinates
+(spectral_coordinates.npy) and the spectral volumes regressed on them. Principal volumes are
 orthonormal inside the mask and ordered by latent variance (metrics.json
 "eigenvalues"). Writes config.yaml, latents.npy, latents_cov.npy,
 contrast.npy, weights.pt, metrics.json, mean.mrc, component_01.mrc ... and
@@ -53,7 +58,11 @@ with Hermitian symmetry built in. Each particle's image is modelled on its
 central slice (consensus pose), times its CTF and shift phase, on the in-circle
 half-plane frequencies only. Latents come from an amortised encoder trained on
 the ELBO with a beta-weighted KL term (--latents amortised, default) or from a
-table of per-particle latents optimised with the decoder (--latents explicit).
+table of per-particle latents optimised with the decoder (--latents explicit;
+--warmup-epochs N starts the table at the means of an encoder trained for the
+first N epochs). After training, each latent (the encoder's mean, or the
+table's entry) is re-fitted to the final decoder by --latent-refine-steps
+Gauss-Newton steps.
 --refine-poses also refines each particle's rotation and shift by gradient.
 
 Writes config.yaml (rebuilds the model), latents.npy, latents_var.npy,
@@ -92,7 +101,12 @@ def _add_pca(methods: argparse._SubParsersAction) -> None:
                    help="ignore frequencies finer than this resolution in Å (default: up to Nyquist)")
     p.add_argument("--downsample", type=int, metavar="BOX", help="Fourier-crop the images to this even box first")
     p.add_argument("--datadir", metavar="DIR", help="folder holding the particle stacks, if the file's paths do not resolve")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial components (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of a random start (default 0)")
+    p.add_argument("--init", choices=("covariance", "random"), default="covariance",
+                   help="start EM from the top principal volumes of the low-resolution (15 Å) covariance estimate "
+                        "(default), or from random smooth volumes")
+    p.add_argument("--spectral-components", type=int, default=2, metavar="J",
+                   help="diffusion-map coordinates of the latents and spectral volumes to write (default 2; 0: none)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images processed at a time (default 256)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to compute (default cpu)")
     again = p.add_mutually_exclusive_group()
@@ -124,6 +138,12 @@ def _add_drgn(methods: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, metavar="N", help=f"images per step (default {d.batch_size})")
     p.add_argument("--lr", type=float, help=f"Adam learning rate of the networks (default {d.lr:g})")
     p.add_argument("--latent-lr", type=float, help=f"learning rate of explicit latents (default {d.latent_lr:g})")
+    p.add_argument("--latent-refine-steps", type=int, metavar="N",
+                   help="after training, N Gauss-Newton steps per particle against the final decoder, from "
+                        f"the encoder's mean or the explicit latent (0: off; default {d.latent_refine_steps})")
+    p.add_argument("--warmup-epochs", type=int, metavar="N",
+                   help="explicit latents: train an encoder for the first N epochs, then start each particle's "
+                        f"latent at the encoder's mean (default {d.warmup_epochs})")
     p.add_argument("--dec-hidden", type=int, metavar="W", help=f"decoder width (default {d.dec_hidden})")
     p.add_argument("--dec-layers", type=int, metavar="L", help=f"decoder hidden layers (default {d.dec_layers})")
     p.add_argument("--enc-hidden", type=int, metavar="W", help=f"encoder width (default {d.enc_hidden})")
@@ -151,9 +171,9 @@ def _add_drgn(methods: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
 
 
-_DRGN_OPTIONS = ("base", "encoder", "beta", "batch_size", "lr", "latent_lr", "dec_hidden", "dec_layers", "enc_hidden",
-                 "enc_layers", "pe", "pe_dim", "pe_max_px", "pe_sigma_px", "max_freq", "encoder_max_freq", "seed",
-                 "device")
+_DRGN_OPTIONS = ("base", "encoder", "beta", "batch_size", "lr", "latent_lr", "warmup_epochs", "latent_refine_steps",
+                 "dec_hidden", "dec_layers", "enc_hidden", "enc_layers", "pe", "pe_dim", "pe_max_px", "pe_sigma_px",
+                 "max_freq", "encoder_max_freq", "seed", "device")
 """``fit drgn`` options passed on only when given (otherwise the recipe's defaults apply)."""
 
 
@@ -191,7 +211,8 @@ def _run_pca(args: argparse.Namespace) -> int:
         raise InputError("--device cuda was given but no CUDA GPU is available; use --device cpu")
     out = run_pca(args.particles, args.output, args.components, args.iterations, mask=args.mask,
                   resolution_limit_A=args.resolution_limit, downsample=args.downsample, datadir=args.datadir,
-                  seed=args.seed, batch_size=args.batch_size, device=args.device, force=args.force,
+                  seed=args.seed, init=args.init, spectral_components=args.spectral_components,
+                  batch_size=args.batch_size, device=args.device, force=args.force,
                   resume=args.resume, progress=not args.no_progress)
     r, run_dir = out.result, out.run
     print(f"particles: {len(r.latents)}; box {run_dir.box} px, {run_dir.apix:.4g} Å/px; "

@@ -19,6 +19,8 @@ Run directory (see :mod:`cryoscape.io.run_dir`)::
       consensus.mrc      with mask "auto": the consensus map, Wiener-filtered from the half-set FSC
                          (consensus_half1/2.mrc, consensus_fsc.*), from which mask.mrc is derived
       mask.mrc           the soft mask confining the components
+      spectral_coordinates.npy  [N, J] diffusion-map coordinates of the latents (Moscovich et al. 2020)
+      spectral_mean.mrc, spectral_volume_01.mrc ...  the spectral volumes regressed on them
       log.txt
       particles_box<D>.star/.mrcs   only with ``downsample``: the images fitted
 
@@ -73,10 +75,18 @@ __all__ = [
 
 METHOD = "pca"
 MASK_CHOICES = ("auto", "sphere")
+INIT_CHOICES = ("covariance", "random")
+SPECTRAL_COORDINATES = "spectral_coordinates.npy"
+SPECTRAL_MEAN = "spectral_mean.mrc"
 MASK_MAP = "mask.mrc"
 CONSENSUS_MAP = "consensus.mrc"
 MEAN_MAP = "mean.mrc"
 CONTRAST = "contrast.npy"
+
+
+def spectral_map_name(j: int) -> str:
+    """File name of spectral volume ``j`` (1-based): ``spectral_volume_01.mrc``."""
+    return f"spectral_volume_{int(j):02d}.mrc"
 
 
 def component_map_name(k: int) -> str:
@@ -89,11 +99,17 @@ class PCASettings:
     """Hyper-parameters of a ``pca`` fit (all stored in ``config.yaml``).
 
     components: ``K``; iterations: EM passes over the images; mask: ``"auto"``
-    (solvent mask from the consensus map), ``"sphere"`` or a soft-mask MRC path; resolution_limit_A: ignore frequencies finer
-    than this (Å) or None; downsample: Fourier-crop the images to this even box
-    first, or None; seed: seeds the initial components; ridge, estimate_contrast,
-    contrast_warmup, use_ctf, oversampling: see :func:`~cryoscape.inference.ppca_em.fit_ppca`;
-    batch_size: images per batch; device: ``"cpu"`` or ``"cuda"``.
+    (solvent mask from the consensus map), ``"sphere"`` or a soft-mask MRC path;
+    resolution_limit_A: ignore frequencies finer than this (Å) or None;
+    downsample: Fourier-crop the images to this even box first, or None;
+    init: ``"covariance"`` (start EM from the top principal volumes of the
+    low-resolution covariance estimate, :func:`cryoscape.inference.covariance.estimate_covariance`,
+    at ``init_resolution_A`` Å) or ``"random"`` (seeded smooth random volumes);
+    seed: seeds the random start; spectral_components: diffusion-map coordinates
+    of the latents and spectral volumes (0: none), spectral_neighbors: their graph
+    degree; ridge, estimate_contrast, contrast_warmup, use_ctf, oversampling: see
+    :func:`~cryoscape.inference.ppca_em.fit_ppca`; batch_size: images per batch;
+    device: ``"cpu"`` or ``"cuda"``.
     """
 
     components: int
@@ -102,6 +118,10 @@ class PCASettings:
     resolution_limit_A: float | None = None
     downsample: int | None = None
     seed: int = 0
+    init: str = "covariance"
+    init_resolution_A: float = 15.0
+    spectral_components: int = 2
+    spectral_neighbors: int = 30
     ridge: float = 1e-2
     estimate_contrast: bool = True
     contrast_warmup: int = 3
@@ -122,6 +142,12 @@ class PCASettings:
             raise InputError(f"--resolution-limit must be a positive length in Å; got {self.resolution_limit_A}")
         if self.downsample is not None and (self.downsample < 8 or self.downsample % 2):
             raise InputError(f"--downsample {self.downsample} must be an even box of at least 8 px")
+        if self.init not in INIT_CHOICES:
+            raise InputError(f"--init {self.init!r} is not one of {', '.join(INIT_CHOICES)}")
+        if not self.init_resolution_A > 0:
+            raise InputError(f"--init-resolution must be a positive length in Å; got {self.init_resolution_A}")
+        if self.spectral_components < 0 or self.spectral_neighbors < 2:
+            raise InputError("--spectral-components must be 0 or more and --spectral-neighbors at least 2")
         if self.mask not in MASK_CHOICES and not Path(self.mask).expanduser().is_file():
             raise InputError(f"--mask {self.mask}: no such file; give a mask MRC, 'auto' or 'sphere'")
 
@@ -208,21 +234,23 @@ def _mask_at(mask: str | None, box: int, apix: float) -> Any:
     return np.clip(fourier_crop_volume(data, box), 0.0, 1.0).astype(np.float32)
 
 
-def _fit_mask(run: Any, ps: Any, mask: str, box: int, apix: float, resume: bool, progress: bool) -> Any:
+def _fit_mask(run: Any, ps: Any, mask: str, box: int, apix: float, resume: bool, progress: bool
+              ) -> tuple[Any, np.ndarray | None]:
     """The mask of the fit: the user's (cropped to the box), the sphere (None), or the solvent mask of the consensus.
 
     With ``"auto"`` the consensus map and ``mask.mrc`` are written into the run; a
     resumed run reads its ``mask.mrc`` back so that it continues with the same mask.
+    Returns ``(mask, consensus volume or None)``.
     """
     from cryoscape.io.mrc import read_mrc, write_mrc
 
     if mask == "sphere":
-        return None
+        return None, None
     if mask != "auto":
-        return _mask_at(mask, box, apix)
+        return _mask_at(mask, box, apix), None
     path = run.path / MASK_MAP
     if resume and path.is_file():
-        return read_mrc(path)[0]
+        return read_mrc(path)[0], None
     from cryoscape.geometry.masks import solvent_mask
     from cryoscape.reconstruct import reconstruct
 
@@ -232,7 +260,56 @@ def _fit_mask(run: Any, ps: Any, mask: str, box: int, apix: float, resume: bool,
         soft = solvent_mask(rec.volume, apix).numpy()
         write_mrc(path, soft, apix, force=True)
     run.log(f"consensus resolution {rec.resolution_A:.3g} Å at FSC 0.143; mask covers {float(soft.mean()):.1%} of the box")
-    return soft
+    return soft, np.asarray(rec.volume, dtype=np.float32)
+
+
+def _initial_components(ps: Any, s: PCASettings, mask: Any, consensus: np.ndarray | None, progress: bool,
+                        run: Any) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """EM's starting components ``sqrt(λ_k) u_k`` from the low-resolution covariance (or None for a random start)."""
+    if s.init == "random":
+        return None, {}
+    from cryoscape.inference.covariance import estimate_covariance
+
+    apix = float(ps.apix)
+    res = max(s.init_resolution_A, 2.5 * apix)  # stay inside Nyquist on small boxes
+    if consensus is None:
+        from cryoscape.reconstruct.backprojection import backproject
+
+        sums = backproject(ps, half_sets=False, use_ctf=s.use_ctf, batch_size=max(s.batch_size, 256),
+                           oversampling=s.oversampling, device=s.device, progress=False)
+        consensus = np.asarray(sums.volume(0, regulariser=s.ridge), dtype=np.float32)
+    with run.log(f"covariance at {res:.3g} Å: the starting principal volumes"):
+        cov = estimate_covariance(ps, consensus, n_components=s.components, resolution_A=res, mask=mask,
+                                  use_ctf=s.use_ctf, batch_size=max(s.batch_size, 256), progress=progress,
+                                  device=s.device)
+    evals = np.clip(np.asarray(cov.eigenvalues, dtype=np.float64), 0.0, None)
+    comps = np.zeros((s.components,) + tuple(cov.components.shape[1:]), dtype=np.float32)
+    k = min(s.components, cov.components.shape[0])
+    comps[:k] = cov.components[:k] * np.sqrt(evals[:k])[:, None, None, None]
+    info = {"covariance_eigenvalues": evals, "covariance_resolution_A": res,
+            "covariance_noise_var": float(cov.noise_var)}
+    return comps, info
+
+
+def _spectral(run: Any, ps: Any, result: Any, s: PCASettings, mask: Any) -> tuple[list[Path], dict[str, Any]]:
+    """Diffusion-map coordinates of the latents and the spectral volumes regressed on them (Moscovich et al. 2020)."""
+    if s.spectral_components < 1 or len(ps) <= max(s.spectral_neighbors, s.spectral_components + 2):
+        return [], {}
+    from cryoscape.analysis.spectral import diffusion_map, spectral_volumes
+    from cryoscape.io.mrc import write_mrc
+
+    with run.log(f"diffusion map ({s.spectral_components} coordinates) and spectral volumes"):
+        dm = diffusion_map(result.latents, s.spectral_components, n_neighbors=s.spectral_neighbors)
+        sv = spectral_volumes(ps, dm.coordinates, ridge=s.ridge, resolution_limit_A=s.resolution_limit_A, mask=mask,
+                              use_ctf=s.use_ctf, oversampling=s.oversampling, batch_size=s.batch_size,
+                              device=s.device)
+    apix = float(result.apix)
+    files = [_save_npy(run.path / SPECTRAL_COORDINATES, dm.coordinates.astype(np.float32)),
+             write_mrc(run.path / SPECTRAL_MEAN, sv.mean, apix, force=True)]
+    files += [write_mrc(run.path / spectral_map_name(j), v, apix, force=True)
+              for j, v in enumerate(sv.volumes, start=1)]
+    return files, {"diffusion_eigenvalues": np.asarray(dm.eigenvalues, dtype=np.float64),
+                   "diffusion_epsilon": float(dm.epsilon)}
 
 
 # ---------------------------------------------------------------- outputs
@@ -249,6 +326,7 @@ def _save_npy(path: Path, array: np.ndarray) -> Path:
 def _clear_outputs(root: Path) -> None:
     """Remove the maps and cropped images of an earlier fit in ``root`` (``--force`` may change K or the box)."""
     stale = [root / MEAN_MAP, root / CONTRAST, root / MASK_MAP, *root.glob("consensus*"),
+             root / SPECTRAL_COORDINATES, root / SPECTRAL_MEAN, *root.glob("spectral_volume_*.mrc"),
              *root.glob("component_*.mrc"), *root.glob("particles_box*.star"), *root.glob("particles_box*.mrcs")]
     for p in stale:
         p.unlink(missing_ok=True)
@@ -302,6 +380,8 @@ def run_pca(
     downsample: int | None = None,
     datadir: str | os.PathLike | None = None,
     seed: int = 0,
+    init: str = "covariance",
+    spectral_components: int = 2,
     batch_size: int = 256,
     device: str = "cpu",
     force: bool = False,
@@ -319,7 +399,9 @@ def run_pca(
         resolution_limit_A: ignore frequencies finer than this (Å).
         downsample: Fourier-crop the images to this even box first (see the module docstring).
         datadir: folder of the particle stacks if the file's paths do not resolve.
-        seed: seeds the initial components. batch_size, device: how to compute.
+        seed: seeds the random start. init: ``"covariance"`` or ``"random"`` start of EM.
+        spectral_components: diffusion-map coordinates of the latents (and spectral
+            volumes) to write, 0 for none. batch_size, device: how to compute.
         force: overwrite an earlier run in ``out_dir``. resume: continue the run in
             ``out_dir`` from its newest checkpoint (see the module docstring).
         progress: progress bars.
@@ -331,7 +413,7 @@ def run_pca(
     from cryoscape.io.run_dir import RunDirectory
 
     s = PCASettings(components, iterations, "auto" if mask is None else str(mask), resolution_limit_A, downsample,
-                    seed, batch_size=batch_size, device=device)
+                    seed, init=init, spectral_components=spectral_components, batch_size=batch_size, device=device)
     s.check()
     root = Path(out_dir).expanduser()
     if force and resume:
@@ -350,16 +432,22 @@ def run_pca(
     ps = _prepare_images(run, ps, box, s, progress) if not resume else run.particles()
     run.log(f"particles: {len(ps)} from {particles_path}, box {box} px, {apix:.4g} Å/px")
     start = time.perf_counter()
-    fit_mask = _fit_mask(run, ps, s.mask, box, apix, resume, progress)
+    fit_mask, consensus = _fit_mask(run, ps, s.mask, box, apix, resume, progress)
+    init, extra = (None, {}) if resume else _initial_components(ps, s, fit_mask, consensus, progress, run)
     checkpoint = lambda done, state: run.save_checkpoint(done, state)
     with run.log(f"PPCA EM: K = {components}, {iterations} iterations"):
         result = fit_ppca(ps, components, iterations, mask=fit_mask,
                           resolution_limit_A=resolution_limit_A, seed=seed, progress=progress, ridge=s.ridge,
                           estimate_contrast=s.estimate_contrast, contrast_warmup=s.contrast_warmup,
                           use_ctf=s.use_ctf, batch_size=batch_size, oversampling=s.oversampling, device=device,
-                          start_state=start_state, on_iteration=checkpoint)
+                          initial_components=init, start_state=start_state, on_iteration=checkpoint)
     elapsed = time.perf_counter() - start
+    if resume:
+        extra = {k: v for k, v in run.read_metrics().items() if k.startswith("covariance_")}
     files = _write_outputs(run, result, elapsed)
+    spectral_files, spectral_info = _spectral(run, ps, result, s, fit_mask)
+    run.write_metrics({**extra, **spectral_info}, merge=True)
+    files += spectral_files
     run.log(f"eigenvalues {np.round(result.eigenvalues, 4).tolist()}, sigma2 {result.sigma2:.4g}, "
             f"objective {result.objective[-1]:.6g}")
     return PCARun(run, result, files, elapsed)
