@@ -4,6 +4,10 @@
 #
 #   benchmarks/_envs/cryodrgn   a separate venv with cryoDRGN (GPL; run only as
 #                               a separate program, never imported by cryoscape)
+#   benchmarks/_envs/recovar    optional: a separate venv with RECOVAR and CPU JAX
+#                               (non-commercial licence; run only as a separate
+#                               program). A failed install is logged, not fatal;
+#                               SKIP_RECOVAR=1 skips it.
 #   /work/main/.venv            gets torch-fourier-slice (benchmark-only extra)
 #
 # torch is pinned to the CPU build already used by the project (2.13.0) in
@@ -45,6 +49,28 @@ fi
 # sanity: torch must still be the pinned build
 "$DRGN_VENV/bin/python" -c "import torch; assert torch.__version__.startswith('${TORCH_VERSION}'), torch.__version__"
 
+# ---- RECOVAR venv (optional) ---------------------------------------------
+RECOVAR_VENV="$ENVS/recovar"
+RECOVAR_LOG="$ENVS/recovar_install.log"
+if [ "${SKIP_RECOVAR:-0}" != "1" ]; then
+    if ! "$RECOVAR_VENV/bin/python" -c "import recovar, jax" 2>/dev/null; then
+        log "installing recovar (CPU JAX) into $RECOVAR_VENV (optional; log in $RECOVAR_LOG)"
+        if {
+            { [ -x "$RECOVAR_VENV/bin/python" ] || \
+                "$("$PYTHON" -c 'import sys; print(sys._base_executable)')" -m venv "$RECOVAR_VENV"; } &&
+            "$RECOVAR_VENV/bin/python" -m pip install -c "$CONSTRAINTS" recovar &&
+            "$RECOVAR_VENV/bin/python" -c "import recovar, jax; print('jax', jax.__version__, jax.devices())"
+        } > "$RECOVAR_LOG" 2>&1; then
+            log "recovar installed"
+        else
+            log "warning: recovar could not be installed (not fatal); last lines of $RECOVAR_LOG:"
+            tail -n 5 "$RECOVAR_LOG" >&2 || true
+        fi
+    fi
+else
+    log "SKIP_RECOVAR=1: not setting up $RECOVAR_VENV"
+fi
+
 # ---- torch-fourier-slice in the project venv ------------------------------
 if [ -x "$PROJECT_VENV/bin/python" ]; then
     if ! "$PROJECT_VENV/bin/python" -c "import torch_fourier_slice" 2>/dev/null; then
@@ -72,6 +98,19 @@ for p in ("cryodrgn", "torch", "numpy", "scipy", "pandas", "starfile", "mrcfile"
 print(json.dumps(out))
 PY
 ),"
+    if [ -x "$RECOVAR_VENV/bin/python" ]; then
+        echo "  \"recovar_venv\": $("$RECOVAR_VENV/bin/python" - <<'PY'
+import json, importlib.metadata as md
+out = {}
+for p in ("recovar", "jax", "jaxlib", "numpy", "scipy", "finufft", "jax_finufft"):
+    try:
+        out[p] = md.version(p)
+    except md.PackageNotFoundError:
+        pass
+print(json.dumps(out))
+PY
+),"
+    fi
     echo "  \"project_venv\": $("$PROJECT_VENV/bin/python" - <<'PY'
 import json, importlib.metadata as md
 out = {}
