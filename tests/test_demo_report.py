@@ -36,6 +36,19 @@ def test_demo_writes_map_and_self_contained_report(tmp_path, capsys):
     assert "principal volumes (pca)" in html and "run_pca/analysis/report.html" in html
 
 
+def test_demo_full_trains_drgn_and_links_its_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "-o", str(out), "--n-particles", "300", "--box", "32", "--apix", "3.0", "--no-progress",
+               "--pca-box", "16", "--pca-iterations", "1", "--pca-components", "2", "--full", "--drgn-epochs", "1"])
+    assert rc == 0
+    for name in ("run_drgn/latents.npy", "run_drgn/weights.pt", "run_drgn/analysis/report.html"):
+        assert (out / name).is_file(), name
+    assert np.load(out / "run_drgn/latents.npy").shape == (300, 8)
+    html = (out / "report.html").read_text()
+    assert "neural hyper-molecule (drgn)" in html and "run_drgn/analysis/report.html" in html
+    assert "drgn run:" in capsys.readouterr().out
+
+
 def test_demo_refuses_a_bad_pca_box_before_any_work(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--n-particles", "100", "--box", "32", "--pca-box", "15"]) == 2

@@ -30,6 +30,7 @@ def run_demo(
     pca_components: int = 4,
     pca_iterations: int = 8,
     pca_box: int = 32,
+    drgn_epochs: int = 0,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; return the paths written and the resolution (Å).
 
@@ -37,7 +38,10 @@ def run_demo(
     ``pca_iterations`` EM iterations, images cropped to ``pca_box`` px when the
     box is larger) and its analysis; the result then has ``pca_run``,
     ``pca_report`` and ``spearman`` (|Spearman| of the first latent coordinate
-    with the true frame).
+    with the true frame). ``drgn_epochs > 0`` (``cryoscape demo --full``) also trains
+    the neural hyper-molecule (``drgn``, VAE, 8-D latents) for that many epochs on the
+    same cropped images and analyses it the same way (``drgn_run``, ``drgn_report``,
+    ``drgn_spearman``).
     """
     from cryoscape.reconstruct import reconstruct
     from cryoscape.report.consensus import consensus_sections, write_consensus_report
@@ -71,6 +75,9 @@ def run_demo(
     if heterogeneity:
         result.update(_heterogeneity(sim, out, pca_components, pca_iterations, pca_box, box, seed, force, progress))
         sections.append(_heterogeneity_section(result, out))
+    if drgn_epochs > 0:
+        result.update(_neural(result.get("pca_run"), sim, out, drgn_epochs, seed, force, progress))
+        sections.append(_neural_section(result, out))
     result["report"] = write_consensus_report(out / "report.html", "cryoscape demo: AdK reconstruction and heterogeneity",
                                               sections, force)
     return result
@@ -110,4 +117,38 @@ def _heterogeneity_section(result: dict[str, Any], out: Path) -> Any:
                 "n/a" if result["spearman_pc1"] is None else f"{result['spearman_pc1']:.3f}"),
                ("latent variances (eigenvalues)", ", ".join(f"{v:.3g}" for v in result["eigenvalues"])),
                ("fit time", f"{result['pca_elapsed_s']:.0f} s")],
+    )
+
+
+def _neural(pca_run: Any, sim: Any, out: Path, epochs: int, seed: int, force: bool, progress: bool) -> dict[str, Any]:
+    """Train ``drgn`` into ``out/run_drgn`` (on the pca run's cropped images when there are any) and analyse it."""
+    from cryoscape.analysis.pipeline import AnalysisSettings, analyse_run, save_analysis
+    from cryoscape.methods.drgn import run_drgn
+    from cryoscape.report.run_report import write_analysis_report
+    from cryoscape.validate.metrics import spearman_abs
+
+    star = sim.star_path
+    if pca_run is not None:
+        cropped = sorted(Path(pca_run).glob("particles_box*.star"))
+        star = cropped[0] if cropped else star
+    fit = run_drgn(star, out / "run_drgn", zdim=8, epochs=epochs, seed=seed, force=force, progress=progress)
+    analysis = analyse_run(fit.run, AnalysisSettings(seed=seed), truth=sim.truth_path)
+    paths = save_analysis(analysis, fit.run.analysis_dir, force) + write_analysis_report(analysis, fit.run.analysis_dir,
+                                                                                          force)
+    rho = spearman_abs(fit.latents, np.asarray(sim.truth["coordinate"], dtype=np.float64))
+    return {"drgn_run": fit.run.path, "drgn_report": [p for p in paths if p.name == "report.html"][0],
+            "drgn_spearman": float(rho), "drgn_elapsed_s": fit.elapsed_s}
+
+
+def _neural_section(result: dict[str, Any], out: Path) -> Any:
+    """The report section that summarises the ``drgn`` fit and links to its own report."""
+    from cryoscape.report.html import Section
+
+    rel = Path(result["drgn_report"]).resolve().relative_to(out.resolve())
+    return Section(
+        "Heterogeneity: neural hyper-molecule (drgn)",
+        paragraphs=[f"A variational autoencoder over a Fourier-domain neural decoder, trained on the same "
+                    f"particles; its latent-space report is {rel}."],
+        table=[("|Spearman|, PC1 of the 8-D latents vs true frame", f"{result['drgn_spearman']:.3f}"),
+               ("training time", f"{result['drgn_elapsed_s']:.0f} s")],
     )

@@ -33,6 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pca-components", type=int, default=4, help="principal volumes of the pca fit (default: 4)")
     p.add_argument("--pca-iterations", type=int, default=8, help="EM iterations of the pca fit (default: 8)")
     p.add_argument("--pca-box", type=int, default=32, help="box the pca fit crops the images to (default: 32)")
+    p.add_argument("--full", action="store_true",
+                   help="also train the neural hyper-molecule (fit drgn, VAE) and analyse it (several more minutes)")
+    p.add_argument("--drgn-epochs", type=int, default=16, help="training epochs of the drgn fit with --full (default: 16)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output folder's files")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         pca_components=args.pca_components,
         pca_iterations=args.pca_iterations,
         pca_box=args.pca_box,
+        drgn_epochs=args.drgn_epochs if args.full else 0,
     )
     print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     print(f"  particles:        {result['star']}")
@@ -67,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  pca run:          {result['pca_run']}  (|Spearman| of the first coordinate with the true "
               f"frame: {result['spearman']:.3f})")
         print(f"  pca report:       {result['pca_report']}")
+    if "drgn_run" in result:
+        print(f"  drgn run:         {result['drgn_run']}  (|Spearman| of the latents' PC1 with the true frame: "
+              f"{result['drgn_spearman']:.3f})")
     print(f"  report:           {result['report']}")
     return 0
 
@@ -77,6 +84,8 @@ def _check_pca(args: argparse.Namespace) -> None:
 
     if args.pca_box < 8 or args.pca_box % 2:
         raise InputError(f"--pca-box {args.pca_box} must be an even box of at least 8 px")
+    if args.full and args.drgn_epochs < 1:
+        raise InputError(f"--drgn-epochs {args.drgn_epochs} must be at least 1 with --full")
     if args.pca_components < 1 or args.pca_iterations < 1:
         raise InputError("--pca-components and --pca-iterations must be at least 1")
     if args.n_particles <= args.pca_components:
