@@ -43,6 +43,28 @@ def test_errors_find_junk_hidden_in_dense_regions():
         outlier_scores(Z, errors=errors[:10])
 
 
+def test_combining_rules():
+    rng = np.random.default_rng(4)
+    Z = rng.standard_normal((300, 2))
+    errors = rng.standard_normal(300)
+    both = outlier_scores(Z, errors=errors)
+    np.testing.assert_array_equal(both.score, np.maximum(both.density_z, both.error_z))
+    mean = outlier_scores(Z, errors=errors, combine="mean", error_weight=3.0)
+    np.testing.assert_allclose(mean.score, (mean.density_z + 3.0 * mean.error_z) / 4.0)
+    with pytest.raises(InputError, match="'max' or 'mean'"):
+        outlier_scores(Z, errors=errors, combine="sum")
+
+
+def test_an_uninformative_density_costs_the_maximum_less_than_the_mean():
+    rng = np.random.default_rng(6)
+    Z = rng.standard_normal((1000, 3))  # junk sits among the particles: the density says nothing
+    junk = rng.random(1000) < 0.1
+    errors = rng.standard_normal(1000) + 3.0 * junk
+    by_max = roc_auc(outlier_scores(Z, errors=errors).score, junk)
+    by_mean = roc_auc(outlier_scores(Z, errors=errors, combine="mean").score, junk)
+    assert roc_auc(errors, junk) > by_max > by_mean + 0.01 and by_max > 0.93
+
+
 def test_random_scores_have_auc_one_half():
     rng = np.random.default_rng(0)
     labels = rng.random(4000) < 0.3
@@ -62,3 +84,67 @@ def test_robust_zscore():
     z = robust_zscore([1.0, 2.0, 3.0, 4.0, 100.0])
     assert z[2] == 0.0 and z[-1] > 50
     assert np.all(robust_zscore([2.0, 2.0, 2.0]) == 0)
+
+
+# ---------------------------------------------------------------- fit of each image to a map
+
+
+def _atom_dataset(tmp_path, snr: float, n: int = 40):
+    from cryoscape.simulate import simulate_dataset
+
+    return simulate_dataset("adk", n_particles=n, box=32, apix=3.0, snr=snr, conformations="30",
+                            out_dir=tmp_path / f"sim_{snr}", progress=False, seed=4)
+
+
+def test_projection_correlation_of_exact_projections_is_one(tmp_path):
+    # images: exact real-space projections of Gaussian atoms with CTF and shifts (the simulator);
+    # prediction: Fourier slices of the rasterised volume (the forward model) — two independent routes
+    from cryoscape.analysis.outliers import projection_correlations
+    from cryoscape.particles import ParticleSet
+
+    sim = _atom_dataset(tmp_path, float("inf"))
+    particles = ParticleSet.from_file(sim.star_path)
+    assert np.abs(particles.shifts_A).max() > 1.0 and particles.has_ctf  # shifts and CTF are exercised
+    r = projection_correlations(particles, sim.ground_truth_volume(30)[0])
+    assert r.shape == (40,) and r.min() > 0.97
+    wrong = projection_correlations(particles, np.flip(sim.ground_truth_volume(30)[0], axis=2).copy())
+    assert np.median(wrong) < np.median(r) - 0.1  # the pose matters
+
+
+def test_projection_correlation_is_the_masked_pearson_coefficient():
+    import torch
+
+    from cryoscape.analysis.outliers import projection_correlations
+    from cryoscape.imaging import FourierProjector, render
+    from cryoscape.imaging.noise import circle_mask_2d
+    from cryoscape.particles import ParticleSet
+
+    rng = np.random.default_rng(5)
+    D = 16
+    vol = rng.standard_normal((D, D, D)).astype(np.float32)
+    rot = np.stack([np.eye(3)] * 3)
+    images = rng.standard_normal((3, D, D)).astype(np.float32)
+    images[2] = 7.0  # constant: correlation 0
+    ps = ParticleSet.from_arrays(images, rot, apix=2.0)
+    r = projection_correlations(ps, vol, radius_px=6)
+    pred = render(FourierProjector(torch.as_tensor(vol)), torch.as_tensor(rot).float(), apix=2.0).numpy()
+    mask = circle_mask_2d(D, 6).numpy()
+    for i in range(2):
+        assert r[i] == pytest.approx(np.corrcoef(images[i][mask], pred[i][mask])[0, 1], abs=1e-6)
+    assert r[2] == 0.0
+    with pytest.raises(InputError, match="one map index"):
+        projection_correlations(ps, np.stack([vol, vol]), which=[0, 1, 2])
+
+
+def test_consensus_fit_separates_junk(tmp_path):
+    from cryoscape.analysis.outliers import consensus_fit_correlations, fit_errors
+    from cryoscape.bench import build_dataset
+    from cryoscape.particles import ParticleSet
+
+    data = build_dataset("adk-junk", tmp_path, n_particles=400, box=32, progress=False)
+    r = consensus_fit_correlations(ParticleSet.from_file(data.star_path))
+    kind, junk = data.truth["junk_kind"], data.truth["is_junk"]
+    assert abs(np.mean(r[kind == 1])) < 0.02 and abs(np.mean(r[kind == 2])) < 0.03  # noise, decoys: ~0
+    assert np.mean(r[kind == 0]) > 0.05
+    assert roc_auc(fit_errors(r), junk) > 0.8
+    assert roc_auc(fit_errors(r)[kind != 2], junk[kind != 2]) > 0.9  # pure noise is the easier kind

@@ -135,3 +135,51 @@ def test_umap_without_umap_learn_is_a_one_line_error(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "no_run"), "--umap"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "umap-learn" in err[0]
+
+
+def test_analyze_scores_the_fit_to_the_consensus_map(sim, tmp_path, capsys):
+    run = make_run(tmp_path / "run", sim)
+    assert main(["analyze", str(run), "--kmeans", "3", "--no-progress"]) == 0
+    a = run / "analysis"
+    r = np.load(a / "fit_correlation.npy")
+    assert r.shape == (300,) and np.all(np.abs(r) <= 1) and np.median(r) > 0.05  # real particles fit the map
+    summary = json.loads((a / "analysis.json").read_text())
+    assert summary["outlier_score_parts"] == ["latent density", "fit to the consensus map"]
+    assert summary["fit_correlation"]["median"] == pytest.approx(float(np.median(r)))
+    assert "fit to the consensus map" in capsys.readouterr().out
+    other = make_run(tmp_path / "other", sim)
+    assert main(["analyze", str(other), "--kmeans", "3", "--no-progress", "--no-fit-scores"]) == 0
+    assert not (other / "analysis" / "fit_correlation.npy").exists()
+    assert json.loads((other / "analysis" / "analysis.json").read_text())["outlier_score_parts"] == ["latent density"]
+
+
+def test_analyze_without_readable_particles_says_so(sim, tmp_path):
+    run = make_run(tmp_path / "run", sim, particles=str(tmp_path / "moved.star"))
+    assert main(["analyze", str(run), "--kmeans", "3", "--no-progress"]) == 0
+    summary = json.loads((run / "analysis" / "analysis.json").read_text())
+    assert summary["outlier_score_parts"] == ["latent density"]
+    assert any("no fit scores" in n for n in summary["notes"])
+
+
+def test_learning_curves_are_read_from_metrics_and_drawn(sim, tmp_path):
+    from cryoscape.analysis.pipeline import learning_curves
+
+    curves, axis = learning_curves({"objective": [3.0, 2.0, 1.5], "n_iterations": 3, "sigma2": 0.1,
+                                    "eigenvalues": [4.0, 2.0], "loss": {"total": [2, 1], "kld": [0.5, 0.4]},
+                                    "val_loss": [1.0], "train_loss": [1.0, float("nan")], "kl": [0.3, 0.2],
+                                    "images_per_s": [10.0, 12.0], "bloss_x": [1.0, 2.0]})
+    assert axis == "iteration" and set(curves) == {"objective", "loss.total", "loss.kld", "kl"}
+    np.testing.assert_array_equal(curves["objective"], [3.0, 2.0, 1.5])
+    assert learning_curves({"loss": [1.0, 0.5], "n_epochs": 2})[1] == "epoch"
+    assert learning_curves({"eigenvalues": [1.0, 2.0]}) == ({}, "iteration")
+
+    run = make_run(tmp_path / "run", sim)
+    RunDirectory.open(run).write_metrics({"loss": [4.0, 2.0, 1.0, 0.9], "n_epochs": 4, "images_per_s": [10.0, 11.0]})
+    assert main(["analyze", str(run), "--kmeans", "3", "--no-progress", "--no-fit-scores"]) == 0
+    a = run / "analysis"
+    img = Image.open(a / "learning_curve.png")
+    assert img.size[0] > 100 and np.asarray(img).std() > 0
+    summary = json.loads((a / "analysis.json").read_text())
+    assert summary["learning_curves"] == {"loss": {"axis": "epoch", "n": 4, "first": 4.0, "last": 0.9}}
+    html = (a / "report.html").read_text()
+    assert "Learning curve" in html and "per epoch" in html

@@ -8,7 +8,12 @@ one ``seed``:
 - k-means clusters in the full latent space, the particle nearest each centre,
   and the number of particles per cluster;
 - the k-NN log density, the free-energy landscape on the embedding and the
-  junk/outlier score of every particle;
+  junk/outlier score of every particle, from the latent density and, where
+  the run's particles can be read, the fit of every image to the consensus
+  map (:func:`cryoscape.analysis.outliers.consensus_fit_correlations`,
+  method-independent);
+- learning curves: every list-valued entry of the run's ``metrics.json``
+  named like an objective, loss or ELBO (:func:`learning_curves`);
 - points along PC1 (and PC2) at the 5th–95th percentiles;
 - with a ground truth (``truth.npz``): ``|Spearman|`` between PC1 and the true
   coordinate, and the k-NN preservation of the true neighbourhoods;
@@ -31,6 +36,7 @@ Files in ``run/analysis/``::
     centres.npy          [k, d] float64 cluster centres in the latent space
     log_density.npy      [N] float64 natural log of the k-NN density
     outlier_scores.npy   [N] float64 junk score (higher = more likely junk)
+    fit_correlation.npy  [N] float64 fit of each image to the consensus map, when computed
     pc1_points.npy       [n, d] latent points along PC1 (pc2_points.npy for d ≥ 2)
     volumes/*.mrc        volumes at the centres / PC points, when generated
 """
@@ -55,7 +61,7 @@ from cryoscape.analysis.latent import (
     pca_embedding,
     umap_embedding,
 )
-from cryoscape.analysis.outliers import OutlierScores, outlier_scores
+from cryoscape.analysis.outliers import OutlierScores, consensus_fit_correlations, fit_errors, outlier_scores
 from cryoscape.analysis.select import read_index_file, select_by_cluster, select_by_region, select_by_score
 from cryoscape.analysis.trajectory import GraphPath, PCTrajectory, graph_path, pc_trajectory
 from cryoscape.errors import InputError, OutputExistsError
@@ -78,6 +84,8 @@ ARRAY_FILES: dict[str, str] = {
     "outlier_scores": "outlier_scores.npy",
 }
 """The per-run arrays :func:`save_analysis` writes (name → file in ``analysis/``)."""
+FIT_CORRELATION_FILE = "fit_correlation.npy"
+"""Written when the fit of every image to the consensus map was computed."""
 
 _VOLUME_HOOKS: dict[str, VolumeHook] = {}
 
@@ -128,6 +136,7 @@ class AnalysisSettings:
     n_neighbours: int | None = None  # local reconstruction; default max(100, N/k), at most N
     outlier_threshold: float = 3.0
     device: str = "cpu"
+    fit_scores: bool = True  # fit of each image to the consensus map, where the particles can be read
 
 
 @dataclass
@@ -164,6 +173,9 @@ class LatentAnalysis:
     volumes: list[GeneratedVolume] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     run_info: dict[str, Any] = field(default_factory=dict)
+    fit_correlation: np.ndarray | None = None  # (N,) image-to-consensus correlation, when computed
+    learning_curves: dict[str, np.ndarray] = field(default_factory=dict)  # name -> per-step values
+    learning_axis: str = "iteration"  # "iteration" or "epoch"
 
     @property
     def n_particles(self) -> int:
@@ -212,7 +224,15 @@ class LatentAnalysis:
             "n_outliers": int(self.outliers.flagged(self.settings.outlier_threshold).sum()),
             "volumes": [{"name": v.name, "source": v.source, "n_effective": v.n_effective} for v in self.volumes],
             "notes": list(self.notes),
+            "outlier_score_parts": ["latent density"] + ([] if self.outliers.error_z is None else
+                                                          ["fit to the consensus map"]),
+            "learning_curves": {k: {"axis": self.learning_axis, "n": int(v.size), "first": float(v[0]),
+                                    "last": float(v[-1])} for k, v in self.learning_curves.items()},
         }
+        if self.fit_correlation is not None:
+            r = self.fit_correlation
+            out["fit_correlation"] = {"median": float(np.median(r)), "p05": float(np.percentile(r, 5)),
+                                      "p95": float(np.percentile(r, 95))}
         if self.truth is not None:
             out["truth"] = {"spearman_pc1_abs": self.spearman_pc1,
                             "knn_preservation": None if self.knn_preservation is None else self.knn_preservation[0],
@@ -276,12 +296,15 @@ def _truth_statistics(analysis: LatentAnalysis) -> None:
 
 
 def analyse_latents(
-    Z: Any, settings: AnalysisSettings | None = None, truth: Any | None = None, progress: Progress | None = None
+    Z: Any, settings: AnalysisSettings | None = None, truth: Any | None = None, progress: Progress | None = None,
+    errors: Any | None = None,
 ) -> LatentAnalysis:
     """Embedding, clusters, density, landscape, PC trajectories and outlier scores of ``Z [N, d]``.
 
     ``truth`` (N,) is a true 1-D coordinate (e.g. ``truth.npz['coordinate']``);
     with it the PC1 ``|Spearman|`` and k-NN preservation are computed.
+    ``errors`` (N,), larger = worse fit, enter the outlier score
+    (:func:`cryoscape.analysis.outliers.outlier_scores`).
     Deterministic for a given ``settings.seed``.
     """
     s = settings or AnalysisSettings()
@@ -303,7 +326,7 @@ def analyse_latents(
         latents=X, settings=s, pca=pca, embedding=embedding, embedding_method=method,
         labels=labels, centres=centres, centre_particles=nearest_particle_to_centres(X, centres),
         log_density=knn_log_density(X, k_nn), landscape=_landscape(embedding, s.seed, notes),
-        trajectories=trajectories, outliers=outlier_scores(X, k_nn), notes=notes,
+        trajectories=trajectories, outliers=outlier_scores(X, k_nn, errors=errors), notes=notes,
     )
     if truth is not None:
         result.truth = _check_truth(truth, n)
@@ -413,7 +436,12 @@ def analyse_run(
     Z, _, _ = run.read_latents()
     tpath = truth_path(run, truth)
     coord = None if tpath is None else read_truth_coordinate(tpath, Z.shape[0])
-    result = analyse_latents(Z, s, coord, progress)
+    notes: list[str] = []
+    fit, particles = _fit_correlation(run, s, particles, notes, progress) if s.fit_scores else (None, particles)
+    result = analyse_latents(Z, s, coord, progress, errors=None if fit is None else fit_errors(fit))
+    result.notes += notes
+    result.fit_correlation = fit
+    result.learning_curves, result.learning_axis = learning_curves(run.read_metrics())
     result.run_info = {"run": str(run.path), "method": run.method, "truth_file": None if tpath is None else str(tpath)}
     n_nb = s.n_neighbours or default_neighbours(result.n_particles, result.centres.shape[0])
     result.volumes = generate_volumes(run, result.latents, _volume_points(result), s.local_volumes, n_nb,
@@ -423,6 +451,70 @@ def analyse_run(
     return result
 
 
+def _fit_correlation(run: RunDirectory, s: AnalysisSettings, particles: Any | None, notes: list[str],
+                     progress: Progress | None) -> tuple[np.ndarray | None, Any | None]:
+    """The image-to-consensus fit of the run's particles and the particle set read, or (None, given) with a note.
+
+    A run whose particle file cannot be read (moved stacks, no poses) still
+    gets its analysis, with a note saying the outlier score uses the latent
+    density alone; ``--particles``/``--datadir`` point to moved files.
+    """
+    try:
+        ps = particles if particles is not None else run.particles()
+        ps.require_poses("the fit of each image to the consensus map")
+    except InputError as exc:
+        notes.append(f"no fit scores (the outlier score uses the latent density alone): {exc}")
+        return None, particles
+    _say(progress, f"consensus map of {len(ps)} particles and the fit of every image to it")
+    return consensus_fit_correlations(ps, seed=s.seed, device=s.device), ps
+
+
+#: Words that make a ``metrics.json`` entry a learning curve (matched against the name's words, any case).
+LEARNING_CURVE_WORDS: frozenset[str] = frozenset(
+    {"objective", "loss", "losses", "elbo", "nll", "likelihood", "recon", "reconstruction", "kl", "kld"})
+
+
+def _is_curve_name(name: str) -> bool:
+    """True when one of the words of ``name`` (split at non-alphanumerics) is in :data:`LEARNING_CURVE_WORDS`."""
+    import re
+
+    return any(w in LEARNING_CURVE_WORDS for w in re.split(r"[^a-z0-9]+", str(name).lower()))
+
+
+def _numbers(value: Any) -> np.ndarray | None:
+    """``value`` as a float64 vector of 2 or more finite numbers, else None."""
+    if not isinstance(value, (list, tuple)) or len(value) < 2:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return None
+    arr = np.asarray(value, dtype=np.float64)
+    return arr if np.all(np.isfinite(arr)) else None
+
+
+def learning_curves(metrics: dict[str, Any]) -> tuple[dict[str, np.ndarray], str]:
+    """Per-iteration or per-epoch curves in a run's ``metrics.json``, and their axis.
+
+    Every top-level entry whose name has a word of
+    :data:`LEARNING_CURVE_WORDS` (e.g. ``objective``, ``loss``, ``val_loss``,
+    ``elbo``, ``recon``, ``kl``) and whose value is a list of two or more
+    finite numbers is a curve; a dict under such a name contributes its list-valued members as
+    ``name.member`` (e.g. ``loss.kld``). The axis is ``"epoch"`` when any
+    entry of ``metrics`` has "epoch" in its name (e.g. ``n_epochs``), else
+    ``"iteration"``; step ``j`` of a curve is iteration/epoch ``j + 1``.
+    """
+    curves: dict[str, np.ndarray] = {}
+    for name, value in metrics.items():
+        if not _is_curve_name(name):
+            continue
+        members = value.items() if isinstance(value, dict) else [(None, value)]
+        for member, v in members:
+            arr = _numbers(v)
+            if arr is not None:
+                curves[str(name) if member is None else f"{name}.{member}"] = arr
+    axis = "epoch" if any("epoch" in str(k).lower() for k in metrics) else "iteration"
+    return curves, axis
+
+
 # ----------------------------------------------------------------------------
 # saving and reading back
 # ----------------------------------------------------------------------------
@@ -430,7 +522,8 @@ def analyse_run(
 
 def analysis_output_names(analysis: LatentAnalysis | None = None) -> list[str]:
     """Files (relative to ``analysis/``) an analysis writes; without ``analysis`` the fixed ones."""
-    names = [ANALYSIS_JSON, *ARRAY_FILES.values(), "pc1_points.npy", "pc2_points.npy", "report.html"]
+    names = [ANALYSIS_JSON, *ARRAY_FILES.values(), FIT_CORRELATION_FILE, "pc1_points.npy", "pc2_points.npy",
+             "report.html"]
     if analysis is not None:
         names += [f"{VOLUMES_DIR}/{v.name}.mrc" for v in analysis.volumes]
     return names
@@ -482,6 +575,10 @@ def save_analysis(analysis: LatentAnalysis, out_dir: str | Path, force: bool = F
     arrays = {"embedding": analysis.embedding, "labels": analysis.labels, "centres": analysis.centres,
               "log_density": analysis.log_density, "outlier_scores": analysis.outliers.score}
     paths = [_save_array(out / ARRAY_FILES[k], np.asarray(v), force) for k, v in arrays.items()]
+    if analysis.fit_correlation is not None:
+        paths.append(_save_array(out / FIT_CORRELATION_FILE, np.asarray(analysis.fit_correlation), force))
+    elif force:
+        (out / FIT_CORRELATION_FILE).unlink(missing_ok=True)  # not from these settings: do not leave it behind
     for key, traj in analysis.trajectories.items():
         paths.append(_save_array(out / f"{key}_points.npy", traj.points, force))
     for v in analysis.volumes:

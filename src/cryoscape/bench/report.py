@@ -3,7 +3,9 @@
 The table has one row per method and per reference (``consensus``,
 ``oracle``): per-image FSC AUC mean ± std, ``|Spearman|``, k-NN preservation
 (chance level in the header), wall time, and for ``adk-junk`` the outlier
-ROC AUC. References have no latents: their latent columns read "—".
+ROC AUC. References have no latents: their latent columns read "—" (the
+consensus row's outlier ROC AUC is that of the fit to the consensus map
+alone). A note under the table says which window the oracle used.
 """
 
 from __future__ import annotations
@@ -65,9 +67,25 @@ def results_markdown(res: Any) -> str:
              f"per-image FSC AUC over {res.sample_indices.size} sampled particles (soft-sphere mask, to Nyquist).",
              "", _md_row(header), "|" + "---|" * len(header)]
     lines += [_md_row(r) for r in rows]
-    lines += ["", "consensus: one reconstruction from all particles (lower reference); oracle: for each sampled "
-              "particle, the reconstruction from the particles of its true conformation with true poses.", ""]
+    lines += ["", _reference_note(res), ""]
     return "\n".join(lines)
+
+
+def _reference_note(res: Any) -> str:
+    """One paragraph on what the two references are (with the oracle's window)."""
+    text = ("consensus: one reconstruction from all particles (lower reference). oracle: for each sampled "
+            "particle, the reconstruction with true poses from the particles whose true coordinate lies "
+            "within a window around its own")
+    oracle = next((r for r in res.references if r.name == "oracle" and r.details), None)
+    if oracle is not None:
+        d = oracle.details
+        text += (f" (±{d['half_width']} {d['unit']}, {d['mean_particles']:.0f} particles on average; the "
+                 "window with the best predicted per-image FSC AUC, see results.json)")
+    text += "."
+    if _has_junk(res):
+        text += (" Outlier ROC AUC: the larger of the latent-density and the consensus-map-fit outlier "
+                 "z-scores; for the consensus row, the fit alone.")
+    return text
 
 
 def _auc_figure(res: Any) -> Any:
@@ -101,7 +119,7 @@ def results_sections(res: Any) -> Sequence[Any]:
 
     header, rows = results_table(res)
     text = results_markdown(res).splitlines()
-    summary = Section("Benchmark", paragraphs=[text[2], text[-2]],
+    summary = Section("Benchmark", paragraphs=[text[2], _reference_note(res)],
                       table=[("dataset", res.dataset), ("methods", ", ".join(m.name for m in res.methods))])
     per_row = [Section(r[0], table=list(zip(header[1:], r[1:]))) for r in rows]
     figures = Section("Figures", figures=[(_auc_figure(res), "per-image FSC AUC at the sampled particles"),

@@ -20,19 +20,31 @@ and computes, per method:
     (:func:`cryoscape.validate.metrics.knn_preservation`, k = 10) with its chance level.
 ``outlier_roc_auc``
     ``adk-junk`` only: ROC AUC of :func:`cryoscape.analysis.outliers.outlier_scores`
-    on the latents against the truth's ``is_junk``.
+    against the truth's ``is_junk``, from the method's latents (density) and
+    the method-independent fit of every image to the consensus map
+    (:func:`cryoscape.analysis.outliers.consensus_fit_correlations`),
+    combined as ``cryoscape analyze`` does (the larger robust z-score).
 ``wall_s``
     seconds the method took.
 
-Two references are scored on the same sampled particles: ``consensus`` (one
-reconstruction from all particles: the lower reference, what ignoring
-heterogeneity gives) and ``oracle`` (for each sample, a reconstruction with the
-true poses from the particles that share its true conformation: the upper
-reference of a method that knows the labels). Oracle maps are cached per
-conformation. Particles of one conformation are split alternately into the
-two half sets so that any conformation with two or more particles has both
-halves; a sample whose conformation has a single particle has no oracle map
-(NaN, counted in ``n_missing``).
+Two references are scored on the same sampled particles:
+
+``consensus``
+    one reconstruction from all particles: the lower reference, what ignoring
+    heterogeneity gives. On ``adk-junk`` its outlier ROC AUC is that of the
+    fit to the consensus map alone (no latents).
+``oracle``
+    for each sample, the Wiener-filtered reconstruction with the true poses
+    from the particles whose true coordinate lies within a window around the
+    sample's (frames ``±w`` on a path, a ``(2w + 1)²`` block of cells on a
+    grid), with ``w`` the candidate with the best mean per-image FSC AUC
+    predicted from the true volumes (bias) and the consensus half-map SSNR
+    (noise); see :mod:`cryoscape.bench.oracle`. The chosen ``w`` and the
+    predictions are in ``results.json`` under ``oracle``.
+
+Particles of one conformation are split alternately into the two half sets,
+so every window with two or more particles has both halves; a sample with an
+empty half set has no oracle map (NaN, counted in ``n_missing``).
 
 Methods come from a registry (:data:`METHODS`): ``name -> callable(dataset,
 out_dir, progress, **options) -> run dir``. ``pca`` is registered here. A
@@ -143,6 +155,19 @@ def _run_pca(dataset: Any, out_dir: Path, progress: bool, **options: Any) -> Pat
 
 register_method("pca", _run_pca, "probabilistic PCA by EM (mean + principal volumes)")
 
+DRGN_ZDIM = 8
+
+
+def _run_drgn(dataset: Any, out_dir: Path, progress: bool, **options: Any) -> Path:
+    """``drgn`` (amortised VAE, ``DRGN_ZDIM`` latents, the recipe's defaults) unless ``options`` say otherwise."""
+    from cryoscape.methods.drgn import run_drgn
+
+    kw: dict[str, Any] = {"zdim": DRGN_ZDIM, **options}
+    return run_drgn(dataset.star_path, out_dir, force=True, progress=progress, **kw).run.path
+
+
+register_method("drgn", _run_drgn, "neural hyper-molecule (MLP decoder) with a VAE encoder or explicit latents")
+
 
 # ----------------------------------------------------------------------------- results
 
@@ -190,10 +215,12 @@ class MethodResult:
     knn_preservation: float | None = None
     knn_chance: float | None = None
     outlier_roc_auc: float | None = None
+    details: dict[str, Any] | None = None  # reference-specific facts, e.g. the oracle's window
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready scores."""
-        return {"name": self.name, "run_dir": None if self.run_dir is None else str(self.run_dir),
+        extra = {} if self.details is None else {self.name: self.details}
+        return {**extra, "name": self.name, "run_dir": None if self.run_dir is None else str(self.run_dir),
                 "wall_s": _num(self.wall_s), "per_image_fsc_auc": self.per_image.to_dict(),
                 "spearman_abs": _num(self.spearman_abs),
                 "spearman_abs_axes": None if self.spearman_abs_axes is None else
@@ -331,27 +358,9 @@ def _true_volume_fn(dataset: Any) -> Callable[[int], np.ndarray]:
     return get
 
 
-def _oracle_volume_fn(particles: Any, conformation: np.ndarray) -> Callable[[int], np.ndarray | None]:
-    """``particle -> reconstruction from the particles of its true conformation`` (cached per conformation)."""
-    from cryoscape.reconstruct import reconstruct
-
-    cache: dict[int, np.ndarray | None] = {}
-
-    def get(i: int) -> np.ndarray | None:
-        c = int(conformation[i])
-        if c not in cache:
-            weights = (conformation == c).astype(np.float64)
-            try:
-                cache[c] = reconstruct(particles, particle_weights=weights, progress=False).volume
-            except InputError:  # a conformation with one particle has an empty half set
-                cache[c] = None
-        return cache[c]
-
-    return get
-
-
-def _latent_scores(latents: np.ndarray, truth: Mapping[str, np.ndarray], result: MethodResult) -> None:
-    """Fill ``result``'s Spearman, kNN and (junk) outlier scores from the latents."""
+def _latent_scores(latents: np.ndarray, truth: Mapping[str, np.ndarray], result: MethodResult,
+                   fit_errors: np.ndarray | None = None) -> None:
+    """Fill ``result``'s Spearman, kNN and (junk) outlier scores from the latents (and the fit errors)."""
     from cryoscape.validate.metrics import knn_preservation, spearman_abs
 
     real = np.asarray(truth["conformation"]) >= 0
@@ -367,7 +376,7 @@ def _latent_scores(latents: np.ndarray, truth: Mapping[str, np.ndarray], result:
     if "is_junk" in truth:
         from cryoscape.analysis.outliers import outlier_scores, roc_auc
 
-        result.outlier_roc_auc = roc_auc(outlier_scores(latents).score, truth["is_junk"])
+        result.outlier_roc_auc = roc_auc(outlier_scores(latents, errors=fit_errors).score, truth["is_junk"])
 
 
 def _axis_names(truth: Mapping[str, np.ndarray], n_axes: int) -> list[str]:
@@ -378,8 +387,8 @@ def _axis_names(truth: Mapping[str, np.ndarray], n_axes: int) -> list[str]:
 
 
 def _score_method(name: str, run_path: Path, wall_s: float, dataset: Any, indices: np.ndarray,
-                  true_fn: Callable[[int], np.ndarray]) -> MethodResult:
-    """All scores of one fitted method."""
+                  true_fn: Callable[[int], np.ndarray], fit_errors: np.ndarray | None = None) -> MethodResult:
+    """All scores of one fitted method (``fit_errors``: the consensus-fit errors for the outlier score)."""
     from cryoscape.io.run_dir import RunDirectory
     from cryoscape.methods import model_volume
 
@@ -388,24 +397,71 @@ def _score_method(name: str, run_path: Path, wall_s: float, dataset: Any, indice
     conf = np.asarray(dataset.truth["conformation"])
     per_image = _fsc_scores(lambda i: model_volume(run, latents[i]), true_fn, indices, conf)
     result = MethodResult(name, per_image, run_dir=run_path, wall_s=wall_s)
-    _latent_scores(latents, dataset.truth, result)
+    _latent_scores(latents, dataset.truth, result, fit_errors)
     return result
 
 
-def _references(particles: Any, dataset: Any, indices: np.ndarray,
-                true_fn: Callable[[int], np.ndarray]) -> list[MethodResult]:
-    """The consensus (lower) and true-label oracle (upper) references on the sampled particles."""
+@dataclass
+class _Consensus:
+    """The consensus reconstruction, its wall time and (junk datasets) the fit of every image to it."""
+
+    reconstruction: Any
+    wall_s: float
+    fit_errors: np.ndarray | None = None
+
+
+def _consensus(particles: Any, dataset: Any, say: Callable[[str], None]) -> _Consensus:
+    """Reconstruct from all particles; on junk datasets also the fit of every image to that map."""
     from cryoscape.reconstruct import reconstruct
 
+    t0 = time.perf_counter()
+    rec = reconstruct(particles, progress=False)
+    result = _Consensus(rec, time.perf_counter() - t0)
+    if "is_junk" in dataset.truth:
+        from cryoscape.analysis.outliers import consensus_fit_correlations, fit_errors
+
+        say("fit of every image to the consensus map (outlier scores)")
+        result.fit_errors = fit_errors(consensus_fit_correlations(particles, rec))
+    return result
+
+
+def _consensus_result(cons: _Consensus, dataset: Any, indices: np.ndarray,
+                      true_fn: Callable[[int], np.ndarray]) -> MethodResult:
+    """The consensus reference: its per-image FSC AUC and (junk) the ROC AUC of the fit errors alone."""
     conf = np.asarray(dataset.truth["conformation"])
+    volume = cons.reconstruction.volume
+    result = MethodResult("consensus", _fsc_scores(lambda i: volume, true_fn, indices, conf), wall_s=cons.wall_s)
+    if cons.fit_errors is not None:
+        from cryoscape.analysis.outliers import roc_auc
+
+        result.outlier_roc_auc = roc_auc(cons.fit_errors, dataset.truth["is_junk"])
+    return result
+
+
+def _oracle_result(particles: Any, dataset: Any, indices: np.ndarray, true_fn: Callable[[int], np.ndarray],
+                   consensus: Any, say: Callable[[str], None] = lambda _m: None) -> MethodResult:
+    """The true-neighbour oracle (:mod:`cryoscape.bench.oracle`) at the sampled particles."""
+    from cryoscape.bench.oracle import (WindowReconstructor, choose_window, conformation_positions,
+                                        neighbour_conformations, visit_order)
+
     t0 = time.perf_counter()
-    consensus = reconstruct(particles, progress=False).volume
-    cons = MethodResult("consensus", _fsc_scores(lambda i: consensus, true_fn, indices, conf),
-                        wall_s=time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    oracle = MethodResult("oracle", _fsc_scores(_oracle_volume_fn(particles, conf), true_fn, indices, conf))
-    oracle.wall_s = time.perf_counter() - t0
-    return [cons, oracle]
+    truth = dataset.truth
+    conf = np.asarray(truth["conformation"])
+    choice = choose_window(truth, true_fn, conf[indices], consensus.fsc_masked, float(np.mean(consensus.n_half)))
+    say(f"oracle window ±{choice.half_width} {choice.unit} (predicted in {time.perf_counter() - t0:.1f} s)")
+    positions = conformation_positions(truth)
+    windows = WindowReconstructor(particles, conf)
+    maps: dict[int, np.ndarray | None] = {}
+    for c in visit_order(positions, conf[indices]):
+        windows.move_to(neighbour_conformations(positions, int(c), choice.half_width))
+        maps[int(c)] = windows.volume()
+    result = MethodResult("oracle", _fsc_scores(lambda i: maps[int(conf[i])], true_fn, indices, conf))
+    result.wall_s = time.perf_counter() - t0
+    members = [np.isin(conf, neighbour_conformations(positions, int(c), choice.half_width)).sum()
+               for c in maps]
+    result.details = {**choice.to_dict(), "mean_particles": float(np.mean(members)),
+                      "images_read": int(windows.images_read)}
+    return result
 
 
 # ----------------------------------------------------------------------------- the runner
@@ -459,10 +515,17 @@ def run_benchmark(
         f"({'built' if data.built else 'reused'} in {data.out_dir})")
     indices = sample_particles(data.truth, n_samples)
     true_fn = _true_volume_fn(data)
-    results = [_fit_and_score(n, data, out, indices, true_fn, (method_options or {}).get(n, {}), progress, say)
-               for n in names]
-    say("references: consensus map and true-label oracle")
-    refs = _references(_particles(data), data, indices, true_fn)
+    fitted = [_fit(n, data, out, (method_options or {}).get(n, {}), progress, say) for n in names]
+    say("references: consensus map")
+    particles = _particles(data)
+    cons = _consensus(particles, data, say)
+    say(f"consensus map in {cons.wall_s:.1f} s; scoring the methods")
+    t0 = time.perf_counter()
+    results = [_score_method(n, path, wall, data, indices, true_fn, cons.fit_errors) for n, path, wall in fitted]
+    say(f"methods scored in {time.perf_counter() - t0:.1f} s; references: true-neighbour oracle")
+    refs = [_consensus_result(cons, data, indices, true_fn),
+            _oracle_result(particles, data, indices, true_fn, cons.reconstruction, say)]
+    say(f"oracle in {refs[1].wall_s:.1f} s")
     res = BenchmarkResult(data.name, out, int(data.spec.n_particles), int(data.spec.box), float(data.spec.apix),
                           indices, np.asarray(data.truth["conformation"])[indices], results, refs, build_s)
     from cryoscape.bench.report import write_results
@@ -471,12 +534,15 @@ def run_benchmark(
     return res
 
 
-def _fit_and_score(name: str, data: Any, out: Path, indices: np.ndarray, true_fn: Callable[[int], np.ndarray],
-                   options: Mapping[str, Any], progress: bool, say: Callable[[str], None]) -> MethodResult:
-    """Run one method into ``out/<dataset>/<method>`` and score it."""
+def _fit(name: str, data: Any, out: Path, options: Mapping[str, Any], progress: bool,
+         say: Callable[[str], None]) -> tuple[str, Path, float]:
+    """Run one method into ``out/<dataset>/<method>``: its name, run directory and wall time (s)."""
     say(f"method {name}: fitting")
     t0 = time.perf_counter()
     run_path = Path(METHODS[name].run(data, out / data.name / name, progress, **dict(options)))
     wall = time.perf_counter() - t0
-    say(f"method {name}: scoring ({wall:.1f} s fit)")
-    return _score_method(name, run_path, wall, data, indices, true_fn)
+    say(f"method {name}: fitted in {wall:.1f} s")
+    return name, run_path, wall
+
+
+from cryoscape.bench import peers as _peers  # noqa: E402,F401  registers the peer programs (cryodrgn, recovar)

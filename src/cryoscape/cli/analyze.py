@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 if TYPE_CHECKING:
     from cryoscape.analysis.pipeline import LatentAnalysis
 
@@ -16,17 +18,25 @@ Analyse the latents of a run directory written by any method, without
 retraining: a 2-D embedding (PCA, or UMAP with --umap when umap-learn is
 installed), k-means clusters in the latent space with the particle counts per
 cluster, the free-energy landscape of the embedding, points along PC1 and PC2,
-outlier scores, and latent plots coloured by density, cluster and (with a
+outlier scores, learning curves (any objective/loss/ELBO list in the run's
+metrics.json), and latent plots coloured by density, cluster and (with a
 ground truth) the true coordinate, whose |Spearman| with PC1 is reported.
+
+The outlier score is the larger of two robust z-scores: low latent density and
+a method-independent fit error, one minus the correlation of every image with
+the projection of the consensus map (other half set, spherical average
+removed) at its pose, shift and CTF. The fit reads the run's particles (two
+passes over the images); where they cannot be read, the score uses the latent
+density alone and a note says so. --no-fit-scores skips it.
 
 Volumes at the cluster centres and the PC points come from the method's model
 where it has one; otherwise --local-volumes reconstructs each from the
 particles nearest the point (MRC with the voxel size, in analysis/volumes/).
 
 Writes RUN/analysis/: *.png figures, embedding.npy, labels.npy, centres.npy,
-log_density.npy, outlier_scores.npy, pc1_points.npy, pc2_points.npy,
-analysis.json and one self-contained report.html. An earlier analysis is kept
-unless --force is given.
+log_density.npy, outlier_scores.npy, fit_correlation.npy, pc1_points.npy,
+pc2_points.npy, analysis.json and one self-contained report.html. An earlier
+analysis is kept unless --force is given.
 """
 
 EPILOG = """\
@@ -52,6 +62,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--n-points", type=int, default=10, metavar="N", help="points along each principal component (default 10)")
     p.add_argument("--knn", type=int, default=10, metavar="K", help="neighbours for densities and outlier scores (default 10)")
     p.add_argument("--outlier-threshold", type=float, default=3.0, metavar="T", help="score marking outliers (default 3)")
+    p.add_argument("--no-fit-scores", action="store_true",
+                   help="outlier scores from the latent density only; do not read the particles to fit them to "
+                        "the consensus map")
     p.add_argument("--seed", type=int, default=0, help="seed of k-means, UMAP and the landscape (default 0)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where local reconstructions run (default cpu)")
     p.add_argument("--particles", type=Path, metavar="FILE", help="particle file, if it moved since the run")
@@ -92,9 +105,10 @@ def run(args: argparse.Namespace) -> int:
     check_analysis_outputs(run_dir, args.force)
     settings = AnalysisSettings(n_clusters=args.kmeans, umap=args.umap, seed=args.seed, knn_k=args.knn,
                                 n_points=args.n_points, local_volumes=args.local_volumes, n_neighbours=args.neighbours,
-                                outlier_threshold=args.outlier_threshold, device=args.device)
+                                outlier_threshold=args.outlier_threshold, device=args.device,
+                                fit_scores=not args.no_fit_scores)
     particles = None
-    if args.local_volumes and (args.particles or args.datadir):
+    if (args.local_volumes or not args.no_fit_scores) and (args.particles or args.datadir):
         particles = run_dir.particles(datadir=args.datadir, particles=args.particles)
     progress = _progress(args.no_progress)
     with run_dir.log(f"analyze (k={args.kmeans}, umap={args.umap}, local volumes={args.local_volumes})"):
@@ -115,6 +129,10 @@ def _print_summary(result: "LatentAnalysis", n_files: int, report: Path) -> None
           f"({int(counts.min())} to {int(counts.max())} particles each)")
     if result.spearman_pc1 is not None:
         print(f"|Spearman| of PC1 with the true coordinate: {result.spearman_pc1:.3f}")
+    if result.fit_correlation is not None:
+        print(f"fit to the consensus map: median correlation {float(np.median(result.fit_correlation)):.3f}; "
+              f"{int(result.outliers.flagged(result.settings.outlier_threshold).sum())} outliers "
+              f"(score > {result.settings.outlier_threshold:g})")
     for note in result.notes:
         print(f"note: {note}")
     print(f"wrote {n_files} files; report: {report}")

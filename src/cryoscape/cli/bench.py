@@ -15,13 +15,18 @@ method with its defaults into OUT/<dataset>/<method>/, and score it:
                      coordinate (2-D truth: the largest over its axes)
   kNN preservation   10 nearest latent neighbours kept among the true ones,
                      with the chance level
-  outlier ROC AUC    adk-junk only: junk score of the latents against the labels
+  outlier ROC AUC    adk-junk only: junk score (the larger of the latent-density
+                     and the consensus-map-fit z-scores) against the labels
   wall s             the method's run time
 
 Two references are scored on the same particles: consensus (one map from all
-particles) and oracle (for each sampled particle, the map from the particles of
-its true conformation, with true poses). Writes OUT/results.json,
-OUT/results.md (a table) and OUT/results.html (self-contained).
+particles; on adk-junk its outlier ROC AUC is that of the map fit alone) and
+oracle (for each sampled particle, the map with true poses from the particles
+whose true coordinate is within a window around its own: frames ±w on a path,
+a block of grid cells on adk-2d; w is the candidate with the best per-image
+FSC AUC predicted from the true volumes and the consensus SSNR). Writes
+OUT/results.json, OUT/results.md (a table) and OUT/results.html
+(self-contained).
 
 datasets: adk-1d, adk-1d-snr0.01, adk-2d, adk-junk. methods: pca.
 """

@@ -1,4 +1,4 @@
-"""Figures for reports: central slices, particle montages, FSC curves.
+"""Figures for reports: central slices, particle montages, FSC curves, learning curves.
 
 Every function returns a matplotlib ``Figure`` built with the non-interactive
 Agg canvas (no display needed); :func:`save_png` writes one atomically.
@@ -75,6 +75,35 @@ def fsc_curves(
     ax.set_ylim(-0.1, 1.05)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+#: At most this many learning curves are drawn (one panel each).
+MAX_LEARNING_CURVES = 6
+
+
+def learning_curves_figure(curves: Mapping[str, np.ndarray], axis: str = "iteration") -> Figure:
+    """One panel per curve (at most :data:`MAX_LEARNING_CURVES`): value against iteration/epoch ``1 .. n``.
+
+    A curve whose values are all positive and span more than a factor 100 is
+    drawn on a logarithmic y axis.
+    """
+    names = list(curves)[:MAX_LEARNING_CURVES]
+    if not names:
+        raise ValueError("no learning curve to draw")
+    cols = min(len(names), 3)
+    rows = int(np.ceil(len(names) / cols))
+    fig = new_figure(3.4 * cols, 2.8 * rows)
+    for j, name in enumerate(names):
+        y = np.asarray(curves[name], dtype=np.float64)
+        ax = fig.add_subplot(rows, cols, j + 1)
+        ax.plot(np.arange(1, y.size + 1), y, marker="o" if y.size <= 30 else None, ms=3, lw=1.2)
+        if np.all(y > 0) and y.max() > 100 * y.min():
+            ax.set_yscale("log")
+        ax.set_xlabel(axis)
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 

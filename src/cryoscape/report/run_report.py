@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from cryoscape.analysis.pipeline import LatentAnalysis, Traversal
 from cryoscape.io.atomic import write_bytes_atomic
-from cryoscape.report.figures import central_slices, figure_png_bytes
+from cryoscape.report.figures import central_slices, figure_png_bytes, learning_curves_figure
 from cryoscape.report.html import Section, write_report
 from cryoscape.report.latent_figures import free_energy_figure, latent_scatter, outlier_histogram, trajectory_figure
 
@@ -81,6 +81,10 @@ def analysis_figures(a: LatentAnalysis) -> Figures:
                               f"outlier scores; {int(a.outliers.flagged(a.settings.outlier_threshold).sum())} "
                               f"particles above {a.settings.outlier_threshold:g}")
     figs.update(_volume_figure(a))
+    if a.learning_curves:
+        figs["learning_curve"] = (learning_curves_figure(a.learning_curves, a.learning_axis),
+                                  f"learning curve{'s' if len(a.learning_curves) > 1 else ''} from the run's "
+                                  f"metrics.json, per {a.learning_axis}")
     return figs
 
 
@@ -118,7 +122,11 @@ def _summary_section(a: LatentAnalysis) -> Section:
         ("PCA explained variance ratio", evr),
         ("k-means clusters", str(a.centres.shape[0])),
         (f"outliers (score > {a.settings.outlier_threshold:g})", str(int(a.outliers.flagged(a.settings.outlier_threshold).sum()))),
+        ("outlier score from", "latent density" + ("" if a.outliers.error_z is None else
+                                                   " and the fit of each image to the consensus map")),
     ]
+    if a.fit_correlation is not None:
+        table.append(("fit to the consensus map (median correlation)", _fmt(float(np.median(a.fit_correlation)))))
     if a.truth is not None:
         table.append(("|Spearman| PC1 vs truth", _fmt(a.spearman_pc1)))
         if a.knn_preservation is not None:
@@ -148,6 +156,8 @@ def analysis_sections(a: LatentAnalysis, figs: Figures) -> list[Section]:
             "as distances in the embedding."], figures=[figs["free_energy"]]))
     sections.append(Section("Trajectories", figures=[v for k, v in figs.items() if k.startswith("trajectory_")]))
     sections.append(Section("Outliers", figures=[figs["outlier_scores"]]))
+    if "learning_curve" in figs:
+        sections.append(Section("Learning curve", figures=[figs["learning_curve"]]))
     if "volumes" in figs:
         sections.append(Section("Volumes", figures=[figs["volumes"]]))
     return sections
