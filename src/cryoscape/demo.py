@@ -86,21 +86,28 @@ def run_demo(
 def _heterogeneity(sim: Any, out: Path, components: int, iterations: int, pca_box: int, box: int, seed: int,
                    force: bool, progress: bool) -> dict[str, Any]:
     """Fit ``pca`` into ``out/run_pca`` and analyse it against the truth; paths and figures of merit."""
-    from cryoscape.analysis.pipeline import AnalysisSettings, analyse_run, save_analysis
     from cryoscape.methods.pca import run_pca
-    from cryoscape.report.run_report import write_analysis_report
     from cryoscape.validate.metrics import spearman_abs
 
     downsample = pca_box if box > pca_box else None
     fit = run_pca(sim.star_path, out / "run_pca", components, iterations, downsample=downsample, seed=seed,
                   force=force, progress=progress)
-    analysis = analyse_run(fit.run, AnalysisSettings(seed=seed), truth=sim.truth_path)
-    paths = save_analysis(analysis, fit.run.analysis_dir, force) + write_analysis_report(analysis, fit.run.analysis_dir,
-                                                                                          force)
+    analysis, report = _analyse(fit.run, sim, seed, force)
     first = spearman_abs(fit.result.latents[:, :1], np.asarray(sim.truth["coordinate"], dtype=np.float64))
-    return {"pca_run": fit.run.path, "pca_report": [p for p in paths if p.name == "report.html"][0],
+    return {"pca_run": fit.run.path, "pca_report": report,
             "spearman": float(first), "spearman_pc1": analysis.spearman_pc1, "pca_elapsed_s": fit.elapsed_s,
             "eigenvalues": np.asarray(fit.result.eigenvalues).tolist()}
+
+
+def _analyse(run: Any, sim: Any, seed: int, force: bool) -> tuple[Any, Path]:
+    """``cryoscape analyze`` of a run against the simulation's truth: the analysis and its report.html."""
+    from cryoscape.analysis.pipeline import AnalysisSettings, analyse_run, save_analysis
+    from cryoscape.report.run_report import REPORT_NAME, write_analysis_report
+
+    analysis = analyse_run(run, AnalysisSettings(seed=seed), truth=sim.truth_path)
+    save_analysis(analysis, run.analysis_dir, force)
+    write_analysis_report(analysis, run.analysis_dir, force)
+    return analysis, run.analysis_dir / REPORT_NAME
 
 
 def _heterogeneity_section(result: dict[str, Any], out: Path) -> Any:
@@ -122,9 +129,7 @@ def _heterogeneity_section(result: dict[str, Any], out: Path) -> Any:
 
 def _neural(pca_run: Any, sim: Any, out: Path, epochs: int, seed: int, force: bool, progress: bool) -> dict[str, Any]:
     """Train ``drgn`` into ``out/run_drgn`` (on the pca run's cropped images when there are any) and analyse it."""
-    from cryoscape.analysis.pipeline import AnalysisSettings, analyse_run, save_analysis
     from cryoscape.methods.drgn import run_drgn
-    from cryoscape.report.run_report import write_analysis_report
     from cryoscape.validate.metrics import spearman_abs
 
     star = sim.star_path
@@ -132,11 +137,9 @@ def _neural(pca_run: Any, sim: Any, out: Path, epochs: int, seed: int, force: bo
         cropped = sorted(Path(pca_run).glob("particles_box*.star"))
         star = cropped[0] if cropped else star
     fit = run_drgn(star, out / "run_drgn", zdim=8, epochs=epochs, seed=seed, force=force, progress=progress)
-    analysis = analyse_run(fit.run, AnalysisSettings(seed=seed), truth=sim.truth_path)
-    paths = save_analysis(analysis, fit.run.analysis_dir, force) + write_analysis_report(analysis, fit.run.analysis_dir,
-                                                                                          force)
+    _analyse(fit.run, sim, seed, force)
     rho = spearman_abs(fit.latents, np.asarray(sim.truth["coordinate"], dtype=np.float64))
-    return {"drgn_run": fit.run.path, "drgn_report": [p for p in paths if p.name == "report.html"][0],
+    return {"drgn_run": fit.run.path, "drgn_report": fit.run.analysis_dir / "report.html",
             "drgn_spearman": float(rho), "drgn_elapsed_s": fit.elapsed_s}
 
 
