@@ -187,7 +187,7 @@ def spectral_volumes(particles, coordinates, *, ridge: float = 1e-2, resolution_
     Returns:
         :class:`SpectralVolumes`.
     """
-    from cryoscape.inference.ppca_em import MStepAccumulator, Posterior, _batch_inputs
+    from cryoscape.inference.ppca_em import MStepAccumulator, Posterior, batch_inputs
 
     particles.require_poses("spectral volumes")
     n = len(particles)
@@ -203,7 +203,7 @@ def spectral_volumes(particles, coordinates, *, ridge: float = 1e-2, resolution_
     acc = MStepAccumulator(D, K, oversampling, device, dtype)
     for idx, images in particles.iter_batches(batch_size):
         idx = np.asarray(idx)
-        R, sh, ctf = _batch_inputs(particles, idx, use_ctf, device, dtype)
+        R, sh, ctf = batch_inputs(particles, idx, use_ctf, device, dtype)
         mean = torch.as_tensor(psi[idx], dtype=dtype, device=device)
         zeros = torch.zeros(len(idx), K, K, dtype=dtype, device=device)
         post = Posterior(mean, zeros, zeros, mean, torch.zeros(len(idx), dtype=dtype, device=device))

@@ -28,7 +28,9 @@ FSC AUC predicted from the true volumes and the consensus SSNR). Writes
 OUT/results.json, OUT/results.md (a table) and OUT/results.html
 (self-contained).
 
-datasets: adk-1d, adk-1d-snr0.01, adk-2d, adk-junk. methods: pca.
+datasets: adk-1d, adk-1d-snr0.01, adk-2d, adk-junk. methods: pca, drgn; and the peer
+programs cryodrgn and recovar where their environments exist (benchmarks/setup_envs.sh,
+or CRYOSCAPE_CRYODRGN / CRYOSCAPE_RECOVAR).
 """
 
 EPILOG = """\
@@ -45,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, metavar="NAME", help="benchmark dataset, e.g. adk-1d")
     p.add_argument("--methods", required=True, nargs="+", metavar="METHOD",
-                   help="methods to fit (space or comma separated), e.g. pca")
+                   help="methods to fit (space or comma separated), e.g. pca,drgn,cryodrgn")
     p.add_argument("-o", "--output", default="bench_results", metavar="OUT",
                    help="results folder (default bench_results)")
     p.add_argument("--cache", metavar="DIR",

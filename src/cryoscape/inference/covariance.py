@@ -400,11 +400,11 @@ def _check_particles(particles, what: str) -> None:
 
 def _batches(particles, batch_size: int, use_ctf: bool, device, dtype):
     """Yield ``(images [B, D, D], R, shifts, ctf)`` tensors batch by batch."""
-    from cryoscape.inference.ppca_em import _batch_inputs
+    from cryoscape.inference.ppca_em import batch_inputs
 
     for idx, images in particles.iter_batches(batch_size):
         idx = np.asarray(idx)
-        R, sh, ctf = _batch_inputs(particles, idx, use_ctf, device, dtype)
+        R, sh, ctf = batch_inputs(particles, idx, use_ctf, device, dtype)
         yield torch.as_tensor(np.asarray(images), dtype=dtype, device=device), R, sh, ctf
 
 
@@ -885,12 +885,12 @@ def _cg_over_particles(particles, stats: CovarianceStatistics, Sigma0: torch.Ten
     g = _grid_on(stats.grid, device)
     apix = float(particles.apix)
     use_ctf = use_ctf and bool(particles.has_ctf)
-    from cryoscape.inference.ppca_em import _batch_inputs
+    from cryoscape.inference.ppca_em import batch_inputs
 
     def ops():
         for start in range(0, len(particles), batch_size):
             idx = np.arange(start, min(len(particles), start + batch_size))
-            R, sh, ctf = _batch_inputs(particles, idx, use_ctf, device, torch.float64)
+            R, sh, ctf = batch_inputs(particles, idx, use_ctf, device, torch.float64)
             yield slice_operator(g, R, sh, ctf, apix, torch.float64, device)
 
     rhs = hermitian_fill(stats.num, g) - s2 * hermitian_fill(stats.gram, g)
@@ -1016,7 +1016,7 @@ def project_latents(particles, mean_volume, components, eigenvalues, noise_var: 
     :func:`cryoscape.inference.ppca_em.posterior`). Returns ``(means [N, K],
     covariances [N, K, K])`` float32 in particle order.
     """
-    from cryoscape.inference.ppca_em import _batch_inputs, frequency_weights, image_terms, posterior
+    from cryoscape.inference.ppca_em import batch_inputs, frequency_weights, image_terms, posterior
     from cryoscape.models.linear import LinearHyperMolecule
 
     D, apix, n = int(particles.box), float(particles.apix), len(particles)
@@ -1032,7 +1032,7 @@ def project_latents(particles, mean_volume, components, eigenvalues, noise_var: 
     covs = np.zeros((n, comps.shape[0], comps.shape[0]), np.float32)
     for idx, images in particles.iter_batches(batch_size):
         idx = np.asarray(idx)
-        R, sh, ctf = _batch_inputs(particles, idx, use_ctf, device, dtype)
+        R, sh, ctf = batch_inputs(particles, idx, use_ctf, device, dtype)
         terms = image_terms(model, torch.as_tensor(np.asarray(images)), R, sh, ctf, apix, h)
         post = posterior(terms["C"], terms["d"], torch.ones(len(idx), dtype=dtype, device=device), s2)
         sc = scale.to(post.mean.dtype)

@@ -122,6 +122,7 @@ __all__ = [
     "posterior",
     "MStepAccumulator",
     "fit_ppca",
+    "batch_inputs",
 ]
 
 #: Smallest contrast ``a_i`` (after normalisation the mean contrast is 1).
@@ -404,7 +405,7 @@ def _check_inputs(particles, n_components: int, n_iterations: int) -> None:
         raise InputError(f"n_iterations is {n_iterations}; run at least one iteration")
 
 
-def _batch_inputs(particles, idx: np.ndarray, use_ctf: bool, device, dtype):
+def batch_inputs(particles, idx: np.ndarray, use_ctf: bool, device, dtype):
     """Rotations, shifts and CTF fields of the particles ``idx`` as tensors."""
     t = lambda x: torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
     R = t(particles.rotations[idx])
@@ -451,7 +452,7 @@ def _iterate(particles, model: LinearHyperMolecule, state: dict, *, apix: float,
     res_sum = ll_sum = power = 0.0
     for idx, images in particles.iter_batches(batch_size):
         idx = np.asarray(idx)
-        R, sh, ctf = _batch_inputs(particles, idx, use_ctf, model.device, model.dtype)
+        R, sh, ctf = batch_inputs(particles, idx, use_ctf, model.device, model.dtype)
         terms = image_terms(model, torch.as_tensor(images), R, sh, ctf, apix, h)
         ti = torch.as_tensor(idx, device=model.device)
         if state["s2"] is None:
