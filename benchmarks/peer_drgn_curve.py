@@ -23,6 +23,10 @@ time is left out of its clock. Its clock includes its start-up.
 cryoscape runs ``cryoscape fit drgn STAR -o RUN --zdim 8 --epochs E --resume``
 for E = 1, 2, ... (one process per epoch, each start-up counted) and is scored
 between calls through its volume hook (:func:`cryoscape.methods.model_volume`).
+Epoch E's point is charged the whole of every call up to E, less the final-latent
+inference of the calls before E (``latents_s`` in the run's metrics: training
+resumes from the checkpoint, which that inference does not touch), i.e. what a
+single ``--epochs E`` run would cost plus E − 1 start-ups.
 Where ``fit drgn`` is not available the cryoscape side is skipped with a note.
 
 Prints one JSON object (``--out`` also saves it) and writes a PNG of AUC
@@ -257,16 +261,21 @@ def run_cryoscape_side(dataset: Any, scorer: Scorer, args: argparse.Namespace, w
         if res["returncode"] != 0:
             return {"points": points, "stop": "error", "command": cmd,
                     "error": f"fit drgn exited {res['returncode']}: {res.get('stderr_tail', '')[-500:]}"}
-        wall += res["wall_s"]
         run = RunDirectory.open(run_dir)
+        latents_s = float(run.read_metrics().get("latents_s", 0.0))
+        point_wall = wall + res["wall_s"]
+        # the next call continues training from the checkpoint, which the final latents of
+        # this call do not change: only their inference is left off the running clock
+        wall = point_wall - latents_s
         Z = run.read_latents()[0]
         t_eval = time.perf_counter()
-        point = {"epoch": epoch, "wall_s": wall, **scorer.score(Z, lambda i: model_volume(run, Z[i]))}
+        point = {"epoch": epoch, "wall_s": point_wall, "latents_s": latents_s,
+                 **scorer.score(Z, lambda i: model_volume(run, Z[i]))}
         point["eval_s"] = time.perf_counter() - t_eval
         points.append(point)
-        C.log(f"cryoscape epoch {epoch}: wall {wall:.0f} s, AUC {point['auc_mean']:.4f}, "
+        C.log(f"cryoscape epoch {epoch}: wall {point_wall:.0f} s, AUC {point['auc_mean']:.4f}, "
               f"|Spearman| {point['spearman_abs']:.3f}")
-        if wall >= budget:
+        if point_wall >= budget:
             stop = "budget"
             break
     return {"points": points, "stop": stop, "command_last": cmd}

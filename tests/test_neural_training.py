@@ -193,6 +193,9 @@ def test_run_directory_rebuilds_the_model(tiny, tmp_path) -> None:
     assert np.abs(np.load(run / "rotation_corrections.npy")).max() > 0  # refined in epoch 2
     mean, var = rd.read_latents()[:2]
     assert mean.shape == var.shape == (48, 2)
+    m = rd.read_metrics()
+    assert len(m["loss"]) == 2 and m["train_s"] > 0 and m["latents_s"] > 0
+    assert m["elapsed_s"] == pytest.approx(m["train_s"] + m["latents_s"], rel=1e-6)
     vol = drgn_volume(rd, mean.mean(0))
     with mrcfile.open(run / "mean.mrc") as m:
         np.testing.assert_allclose(m.data, vol, rtol=1e-5, atol=1e-5 * np.abs(vol).max())

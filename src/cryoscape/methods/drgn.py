@@ -322,7 +322,9 @@ def _save_npy(path: Path, array: np.ndarray) -> Path:
 
 
 def _write_outputs(run: Any, model: Any, mean: np.ndarray, var: np.ndarray, history: dict[str, list[float]],
-                   elapsed_s: float, norm_scale: float, apix: float, max_freq: float) -> list[Path]:
+                   timing: dict[str, float], norm_scale: float, apix: float, max_freq: float) -> list[Path]:
+    """Latents, weights, metrics (history; ``timing``: ``elapsed_s``, ``train_s`` for the epochs of this call,
+    ``latents_s`` for the final latents) and the map at the mean latent."""
     from cryoscape.io.mrc import write_mrc
     from cryoscape.io.run_dir import LATENTS, LATENTS_VAR, METRICS
 
@@ -331,7 +333,7 @@ def _write_outputs(run: Any, model: Any, mean: np.ndarray, var: np.ndarray, hist
     if model.rot_corr is not None:
         files.append(_save_npy(run.path / ROT_CORR, model.rot_corr.weight.detach().cpu().numpy().astype(np.float32)))
         files.append(_save_npy(run.path / SHIFT_CORR, model.shift_corr.weight.detach().cpu().numpy().astype(np.float32)))
-    run.write_metrics({**history, "elapsed_s": float(elapsed_s), "norm_scale": float(norm_scale),
+    run.write_metrics({**history, **{k: float(v) for k, v in timing.items()}, "norm_scale": float(norm_scale),
                        "n_epochs": len(history.get("loss", []))}, merge=False)
     files.append(run.path / METRICS)
     vol = model.decoder.volume(np.asarray(mean, dtype=np.float32).mean(axis=0), scale=norm_scale,
@@ -408,6 +410,7 @@ def run_drgn(
     t0 = time.perf_counter()
     with run.log(f"training {s.latents} latents (zdim {s.zdim}), epochs {start + 1}..{s.epochs}"):
         result = train(model, data, ts, run=run, checkpoint=checkpoint, progress=progress)
+    t_latents = time.perf_counter()
     if s.latent_refine_steps > 0:
         with run.log(f"latents of every particle, refined against the final decoder "
                      f"({s.latent_refine_steps} Gauss-Newton steps)"):
@@ -417,7 +420,8 @@ def run_drgn(
         with run.log("latents of every particle"):
             mean, var = infer_latents(model, data, ts, progress=progress)
     elapsed = time.perf_counter() - t0
-    files = _write_outputs(run, model, mean, var, result.history, elapsed, norm_scale, float(ps.apix), s.max_freq)
+    timing = {"elapsed_s": elapsed, "train_s": t_latents - t0, "latents_s": time.perf_counter() - t_latents}
+    files = _write_outputs(run, model, mean, var, result.history, timing, norm_scale, float(ps.apix), s.max_freq)
     return DrgnRun(run, model, mean, var, result.history, files, elapsed, result.epochs_run)
 
 
