@@ -70,6 +70,9 @@ def test_fit_writes_every_file(run):
     assert len(metrics["diffusion_eigenvalues"]) == 2
     assert len(metrics["eigenvalues"]) == 2 and metrics["eigenvalues"][0] >= metrics["eigenvalues"][1] > 0
     assert len(metrics["objective"]) == 5 and metrics["sigma2"] > 0
+    assert np.asarray(metrics["half_set_fsc"]).shape == (3, BOX // 2 + 1) and p["fsc_filter"] is True
+    assert len(metrics["half_set_resolution_A"]) == 3 and min(metrics["half_set_resolution_A"]) >= 2 * APIX
+    assert "half-set FSC 0.143 resolution" in (run / "log.txt").read_text()
     mean, apix = _mrc(run / "mean.mrc")
     assert mean.shape == (BOX,) * 3 and apix == pytest.approx(APIX)
     np.testing.assert_allclose(mean, state["mean"].numpy(), rtol=1e-6, atol=1e-6)

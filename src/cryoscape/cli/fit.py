@@ -107,6 +107,9 @@ def _add_pca(methods: argparse._SubParsersAction) -> None:
                         "(default), or from random smooth volumes")
     p.add_argument("--spectral-components", type=int, default=2, metavar="J",
                    help="diffusion-map coordinates of the latents and spectral volumes to write (default 2; 0: none)")
+    p.add_argument("--no-fsc-filter", dest="fsc_filter", action="store_false",
+                   help="M-step with the ridge alone (default: the mean and each component are filtered by their "
+                        "half-set FSC every iteration, which keeps noise out of the principal volumes)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="images processed at a time (default 256)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to compute (default cpu)")
     again = p.add_mutually_exclusive_group()
@@ -212,7 +215,7 @@ def _run_pca(args: argparse.Namespace) -> int:
     out = run_pca(args.particles, args.output, args.components, args.iterations, mask=args.mask,
                   resolution_limit_A=args.resolution_limit, downsample=args.downsample, datadir=args.datadir,
                   seed=args.seed, init=args.init, spectral_components=args.spectral_components,
-                  batch_size=args.batch_size, device=args.device, force=args.force,
+                  batch_size=args.batch_size, device=args.device, fsc_filter=args.fsc_filter, force=args.force,
                   resume=args.resume, progress=not args.no_progress)
     r, run_dir = out.result, out.run
     print(f"particles: {len(r.latents)}; box {run_dir.box} px, {run_dir.apix:.4g} Å/px; "

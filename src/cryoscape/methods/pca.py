@@ -109,7 +109,8 @@ class PCASettings:
     of the latents and spectral volumes (0: none), spectral_neighbors: their graph
     degree; ridge, estimate_contrast, contrast_warmup, use_ctf, oversampling: see
     :func:`~cryoscape.inference.ppca_em.fit_ppca`; batch_size: images per batch;
-    device: ``"cpu"`` or ``"cuda"``.
+    device: ``"cpu"`` or ``"cuda"``; fsc_filter: filter the mean and each component
+    by its half-set FSC in every M-step (else the ridge alone).
     """
 
     components: int
@@ -129,6 +130,7 @@ class PCASettings:
     oversampling: int = 2
     batch_size: int = 256
     device: str = "cpu"
+    fsc_filter: bool = True
 
     def check(self) -> None:
         """One-line :class:`InputError` for impossible values (before any work)."""
@@ -352,7 +354,20 @@ def _metrics(result: Any, elapsed_s: float) -> dict[str, Any]:
         "contrast_std": float(np.std(result.contrast)),
         "n_iterations": len(result.objective),
         "elapsed_s": float(elapsed_s),
+        **_fsc_metrics(result),
     }
+
+
+def _fsc_metrics(result: Any) -> dict[str, Any]:
+    """The last M-step's half-set FSC (mean, then each component in the EM frame) and its 0.143 resolutions."""
+    curves = getattr(result, "half_set_fsc", None)
+    if curves is None:
+        return {}
+    from cryoscape.validate.fsc import resolution_at
+
+    D = (curves.shape[1] - 1) * 2
+    return {"half_set_fsc": np.asarray(curves, dtype=np.float64),
+            "half_set_resolution_A": [float(resolution_at(c, D, float(result.apix))) for c in curves]}
 
 
 def _write_outputs(run: Any, result: Any, elapsed_s: float) -> list[Path]:
@@ -384,6 +399,7 @@ def run_pca(
     spectral_components: int = 2,
     batch_size: int = 256,
     device: str = "cpu",
+    fsc_filter: bool = True,
     force: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -402,6 +418,8 @@ def run_pca(
         seed: seeds the random start. init: ``"covariance"`` or ``"random"`` start of EM.
         spectral_components: diffusion-map coordinates of the latents (and spectral
             volumes) to write, 0 for none. batch_size, device: how to compute.
+        fsc_filter: filter the mean and each component by its half-set FSC in
+            every M-step (default; False: the ridge alone).
         force: overwrite an earlier run in ``out_dir``. resume: continue the run in
             ``out_dir`` from its newest checkpoint (see the module docstring).
         progress: progress bars.
@@ -413,7 +431,8 @@ def run_pca(
     from cryoscape.io.run_dir import RunDirectory
 
     s = PCASettings(components, iterations, "auto" if mask is None else str(mask), resolution_limit_A, downsample,
-                    seed, init=init, spectral_components=spectral_components, batch_size=batch_size, device=device)
+                    seed, init=init, spectral_components=spectral_components, batch_size=batch_size, device=device,
+                    fsc_filter=fsc_filter)
     s.check()
     root = Path(out_dir).expanduser()
     if force and resume:
@@ -440,7 +459,8 @@ def run_pca(
                           resolution_limit_A=resolution_limit_A, seed=seed, progress=progress, ridge=s.ridge,
                           estimate_contrast=s.estimate_contrast, contrast_warmup=s.contrast_warmup,
                           use_ctf=s.use_ctf, batch_size=batch_size, oversampling=s.oversampling, device=device,
-                          initial_components=init, start_state=start_state, on_iteration=checkpoint)
+                          initial_components=init, start_state=start_state, fsc_filter=s.fsc_filter,
+                          on_iteration=checkpoint)
     elapsed = time.perf_counter() - start
     if resume:
         extra = {k: v for k, v in run.read_metrics().items() if k.startswith("covariance_")}
@@ -450,6 +470,10 @@ def run_pca(
     files += spectral_files
     run.log(f"eigenvalues {np.round(result.eigenvalues, 4).tolist()}, sigma2 {result.sigma2:.4g}, "
             f"objective {result.objective[-1]:.6g}")
+    res_A = run.read_metrics().get("half_set_resolution_A")
+    if res_A:
+        run.log("half-set FSC 0.143 resolution (Å): mean " + f"{res_A[0]:.3g}, components (EM frame) "
+                + ", ".join(f"{r:.3g}" for r in res_A[1:]))
     return PCARun(run, result, files, elapsed)
 
 
