@@ -146,7 +146,7 @@ def check_methods(names: Sequence[str]) -> list[str]:
 
 
 def _run_pca(dataset: Any, out_dir: Path, progress: bool, **options: Any) -> Path:
-    """``pca`` with its defaults (``PCA_COMPONENTS`` components, 20 EM iterations) unless ``options`` say otherwise."""
+    """``pca`` with its defaults (``PCA_COMPONENTS`` components, 12 EM iterations) unless ``options`` say otherwise."""
     from cryoscape.methods.pca import run_pca
 
     kw: dict[str, Any] = {"components": PCA_COMPONENTS, **options}

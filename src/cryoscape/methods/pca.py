@@ -114,7 +114,7 @@ class PCASettings:
     """
 
     components: int
-    iterations: int = 20
+    iterations: int = 12
     mask: str = "auto"
     resolution_limit_A: float | None = None
     downsample: int | None = None
@@ -388,7 +388,7 @@ def run_pca(
     particles_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     components: int,
-    iterations: int = 20,
+    iterations: int = 12,
     *,
     mask: str | None = "auto",
     resolution_limit_A: float | None = None,
