@@ -206,7 +206,7 @@ def test_half_set_filter_keeps_noise_out_of_the_components():
 
 def test_solve_with_ssnr_limits():
     """SSNR → ∞ leaves the ridge solve; SSNR at its floor in one channel all but zeroes that volume."""
-    from cryoscape.inference.ppca_em import MStepAccumulator, augmented_moments
+    from cryoscape.inference.ppca_em import MStepAccumulator
     from cryoscape.inference.ppca_em import Posterior
 
     ps, mean, comps, b, a = _ensemble(D=12, n=80, seed=2)
@@ -237,3 +237,86 @@ def test_half_set_fsc_of_identical_halves_is_one():
     mean, comps = torch.as_tensor(rng.standard_normal((8, 8, 8))), torch.as_tensor(rng.standard_normal((2, 8, 8, 8)))
     curves = half_set_fsc([(mean, comps), (mean.clone(), comps.clone())], torch.ones(8, 8, 8, dtype=torch.float64))
     np.testing.assert_allclose(curves, 1.0, atol=1e-12)
+
+
+# ------------------------------------------------------------------ contrast prior
+def test_contrast_variance_matches_the_dense_inverse():
+    from cryoscape.inference.ppca_em import contrast_estimate
+
+    rng = np.random.default_rng(7)
+    B, K1, s2, tau = 5, 3, 0.7, 0.25
+    G = rng.standard_normal((B, 10, K1))
+    C = torch.as_tensor(G.transpose(0, 2, 1) @ G)
+    d = torch.as_tensor(rng.standard_normal((B, K1)) + 3.0)
+    a, var = contrast_estimate(C, d, s2, tau, return_variance=True)
+    np.testing.assert_allclose(a.numpy(), contrast_estimate(C, d, s2, tau).numpy(), rtol=1e-12)
+    reg = np.diag([1 / tau ** 2] + [1.0] * (K1 - 1))
+    for i in range(B):
+        H = C[i].numpy() / s2 + reg
+        np.testing.assert_allclose(var[i].item(), np.linalg.inv(H)[0, 0], rtol=1e-10)
+
+
+def test_contrast_prior_is_learnt():
+    """The learnt prior width follows the data: small without contrast variation, near the truth with it."""
+    widths = {}
+    for spread in (0.0, 0.3):
+        ps, *_ = _ensemble(n=600, contrast_spread=spread, seed=6)
+        noisy = _noisy(ps, snr=1.0)
+        widths[spread] = fit_ppca(noisy, 2, n_iterations=8, contrast_warmup=2, progress=False).contrast_prior_std
+    assert widths[0.0] < 0.1, widths  # measured 0.063 (it keeps falling with more iterations)
+    assert 0.12 < widths[0.3] < 0.3, widths  # uniform on ±0.3: standard deviation 0.17; measured 0.185
+    fixed = fit_ppca(_noisy(_ensemble(n=300, seed=6)[0], snr=1.0), 2, n_iterations=4, contrast_warmup=2,
+                     progress=False, contrast_prior_std=0.3)
+    assert fixed.contrast_prior_std == pytest.approx(0.3)
+
+
+def _reference_solve(acc, ridge: float, ssnr=None):
+    """The M-step solve on the whole completed grid, voxel by voxel in float64 (reference for the chunked one)."""
+    from cryoscape.imaging import complete_channels
+    from cryoscape.reconstruct.wiener import regulariser_from_ssnr, shell_mean_weight
+
+    K1, N, h, D = acc.K + 1, acc.N, acc.N // 2, acc.D
+    full = complete_channels(acc.acc.double(), odd_channels=[2 * p + 1 for p in range(K1)])
+    half = full[:, :N, :N, h:].numpy()
+    shell, radius = acc._shells("cpu")
+    shell, radius = shell.numpy(), radius.numpy()
+    diag = [shell_mean_weight(full[2 * K1 + acc.pairs.index((p, p))], D, 2).numpy() for p in range(K1)]
+    lam = [ridge * diag[0]] * K1
+    if ssnr is not None:
+        lam = [lam[p] + regulariser_from_ssnr(torch.as_tensor(diag[p]), ssnr[p]).numpy() for p in range(K1)]
+    out = np.zeros((K1, N, N, h + 1), dtype=np.complex128)
+    for z, y, x in zip(*np.nonzero(radius <= D / 2)):
+        A = np.zeros((K1, K1))
+        for c, (p, q) in enumerate(acc.pairs):
+            A[p, q] = A[q, p] = half[2 * K1 + c, z, y, x]
+        A += np.diag([lam[p][min(shell[z, y, x], D // 2)] for p in range(K1)])
+        b = half[: 2 * K1, z, y, x].reshape(K1, 2)
+        X = np.linalg.solve(A, b)
+        out[:, z, y, x] = X[:, 0] + 1j * X[:, 1]
+    vols = [acc._to_real(torch.as_tensor(out[p])).numpy() for p in range(K1)]
+    return vols[0], np.stack(vols[1:])
+
+
+@pytest.mark.parametrize("with_ssnr", [False, True])
+def test_chunked_solve_matches_the_whole_grid_solve(with_ssnr):
+    from cryoscape.inference.ppca_em import MStepAccumulator
+
+    D, K = 8, 2
+    acc = MStepAccumulator(D, K, dtype=torch.float64)
+    rng = np.random.default_rng(11)
+    M = acc.N + 1
+    acc.acc[: 2 * (K + 1)] = torch.as_tensor(rng.standard_normal((2 * (K + 1), M, M, M)))
+    L = rng.standard_normal((M, M, M, K + 1, K + 1))
+    spd = L @ np.swapaxes(L, -1, -2) + 0.1 * np.eye(K + 1)  # positive definite weights per voxel
+    for c, (p, q) in enumerate(acc.pairs):
+        acc.acc[2 * (K + 1) + c] = torch.as_tensor(spd[..., p, q])
+    ssnr = rng.uniform(0.01, 10.0, (K + 1, D // 2 + 1)) if with_ssnr else None
+    mean, comps = acc.solve(0.05, 2.0, ssnr=ssnr)
+    ref_mean, ref_comps = _reference_solve(acc, 0.05, ssnr)
+    np.testing.assert_allclose(mean.numpy(), ref_mean, rtol=1e-7, atol=1e-9 * np.abs(ref_mean).max())
+    np.testing.assert_allclose(comps.numpy(), ref_comps, rtol=1e-7, atol=1e-9 * np.abs(ref_comps).max())
+    chunks = acc._plane_chunks(budget_bytes=1.0)  # one plane at a time gives the same volumes
+    assert len(chunks) == acc.N
+    acc._plane_chunks = lambda budget_bytes=64e6: chunks
+    m1, c1 = acc.solve(0.05, 2.0, ssnr=ssnr)
+    np.testing.assert_allclose(m1.numpy(), mean.numpy(), rtol=1e-12, atol=1e-14)

@@ -419,8 +419,9 @@ def run_drgn(
     else:
         with run.log("latents of every particle"):
             mean, var = infer_latents(model, data, ts, progress=progress)
-    elapsed = time.perf_counter() - t0
-    timing = {"elapsed_s": elapsed, "train_s": t_latents - t0, "latents_s": time.perf_counter() - t_latents}
+    t_end = time.perf_counter()
+    elapsed = t_end - t0
+    timing = {"elapsed_s": elapsed, "train_s": t_latents - t0, "latents_s": t_end - t_latents}
     files = _write_outputs(run, model, mean, var, result.history, timing, norm_scale, float(ps.apix), s.max_freq)
     return DrgnRun(run, model, mean, var, result.history, files, elapsed, result.epochs_run)
 

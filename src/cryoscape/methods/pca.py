@@ -352,6 +352,7 @@ def _metrics(result: Any, elapsed_s: float) -> dict[str, Any]:
         "objective": [float(v) for v in result.objective],
         "contrast_mean": float(np.mean(result.contrast)),
         "contrast_std": float(np.std(result.contrast)),
+        "contrast_prior_std": float(result.contrast_prior_std),
         "n_iterations": len(result.objective),
         "elapsed_s": float(elapsed_s),
         **_fsc_metrics(result),
