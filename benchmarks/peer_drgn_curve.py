@@ -97,6 +97,15 @@ class Scorer:
         return {"auc_mean": s.mean, "auc_std": s.std, "auc_missing": s.n_missing,
                 "spearman_abs": float(spearman_abs(latents, self.coordinate))}
 
+    def point(self, side: str, epoch: int, wall_s: float, latents: np.ndarray,
+              volumes: Callable[[int], np.ndarray], t_eval: float, **extra: Any) -> dict[str, Any]:
+        """One curve point (scores, ``eval_s`` counted from ``t_eval``), logged as it is made."""
+        point = {"epoch": epoch, "wall_s": wall_s, **extra, **self.score(latents, volumes)}
+        point["eval_s"] = time.perf_counter() - t_eval
+        C.log(f"{side} epoch {epoch}: wall {wall_s:.0f} s, AUC {point['auc_mean']:.4f}, "
+              f"|Spearman| {point['spearman_abs']:.3f} (scored in {point['eval_s']:.0f} s)")
+        return point
+
 
 # ----------------------------------------------------------------------------- cryoDRGN
 
@@ -195,11 +204,7 @@ def run_cryodrgn_side(dataset: Any, scorer: Scorer, args: argparse.Namespace, wo
                                                    Z[scorer.indices], float(ps.apix), exe=exe, threads=args.threads,
                                                    workdir=work, log=work / "eval_vol.log")
                 pos = {int(i): k for k, i in enumerate(scorer.indices)}
-                point = {"epoch": epoch, "wall_s": wall, **scorer.score(Z, lambda i: vols[pos[i]])}
-                point["eval_s"] = time.perf_counter() - t_eval
-                points.append(point)
-                C.log(f"cryodrgn epoch {epoch}: wall {wall:.0f} s, AUC {point['auc_mean']:.4f}, "
-                      f"|Spearman| {point['spearman_abs']:.3f} (scored in {point['eval_s']:.0f} s)")
+                points.append(scorer.point("cryodrgn", epoch, wall, Z, lambda i: vols[pos[i]], t_eval))
                 if wall >= budget:
                     stop = "budget"
                     break
@@ -268,13 +273,8 @@ def run_cryoscape_side(dataset: Any, scorer: Scorer, args: argparse.Namespace, w
         # this call do not change: only their inference is left off the running clock
         wall = point_wall - latents_s
         Z = run.read_latents()[0]
-        t_eval = time.perf_counter()
-        point = {"epoch": epoch, "wall_s": point_wall, "latents_s": latents_s,
-                 **scorer.score(Z, lambda i: model_volume(run, Z[i]))}
-        point["eval_s"] = time.perf_counter() - t_eval
-        points.append(point)
-        C.log(f"cryoscape epoch {epoch}: wall {point_wall:.0f} s, AUC {point['auc_mean']:.4f}, "
-              f"|Spearman| {point['spearman_abs']:.3f}")
+        points.append(scorer.point("cryoscape", epoch, point_wall, Z, lambda i: model_volume(run, Z[i]),
+                                   time.perf_counter(), latents_s=latents_s))
         if point_wall >= budget:
             stop = "budget"
             break

@@ -74,13 +74,17 @@ class DiffusionMap:
 
 
 def _points(latents) -> np.ndarray:
-    z = np.asarray(latents, dtype=np.float64)
-    if z.ndim == 1:
-        z = z[:, None]
-    if z.ndim != 2 or z.shape[0] < 3:
-        raise InputError(f"latents must be (N,) or (N, d) with N >= 3; got shape {z.shape}")
-    if not np.all(np.isfinite(z)):
-        raise InputError("latents hold NaN or Inf; remove those particles first")
+    """Finite ``(N, d)`` float64 latents with ``N >= 3`` (:func:`~cryoscape.validate.metrics.as_point_array`),
+    bad input as a one-line :class:`InputError`."""
+    from cryoscape.validate.metrics import as_point_array
+
+    try:
+        z = as_point_array(latents, "latents")
+    except ValueError as exc:
+        bad = "non-finite" in str(exc)
+        raise InputError("latents hold NaN or Inf; remove those particles first" if bad else str(exc)) from None
+    if z.shape[0] < 3:
+        raise InputError(f"latents must hold at least 3 points for a diffusion map; got {z.shape[0]}")
     return z
 
 
