@@ -50,6 +50,13 @@ def test_method_scores_are_in_range(bench) -> None:
     pca = bench.methods[0]
     assert 0.0 < pca.per_image.mean < 1.0 and pca.per_image.values.shape == (100,)
     assert 0.0 <= pca.spearman_abs <= 1.0
+    # the latent-curve coordinate is scored against the truth, independently of the latents' PC
+    from scipy.stats import spearmanr
+
+    curve = np.load(bench.out_dir / "adk-1d" / "pca" / "curve_coordinate.npy")
+    truth = np.load(bench.out_dir.parent / "cache" / "adk-1d" / "truth.npz")["coordinate"]
+    assert pca.curve_spearman_abs == pytest.approx(abs(spearmanr(curve, truth)[0]), abs=1e-9)
+    assert "\\|Spearman\\| (latent curve)" in (bench.out_dir / RESULTS_MD).read_text()
     assert 0.0 <= pca.knn_preservation <= 1.0 and 0.0 < pca.knn_chance < 0.2
     assert pca.wall_s > 0 and pca.outlier_roc_auc is None
 

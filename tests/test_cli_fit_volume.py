@@ -68,6 +68,11 @@ def test_fit_writes_every_file(run):
     for name in ("spectral_mean.mrc", "spectral_volume_01.mrc", "spectral_volume_02.mrc"):
         assert (run / name).is_file(), name
     assert len(metrics["diffusion_eigenvalues"]) == 2
+    curve = np.load(run / "curve_coordinate.npy")
+    assert curve.shape == (N,) and curve.min() >= 0 and curve.max() <= 1 and curve.std() > 0.05
+    assert np.load(run / "curve_coordinate_sd.npy").shape == (N,) and np.load(run / "curve_points.npy").shape[1] == 2
+    assert metrics["curve_iterations"] == len(metrics["curve_log_likelihood"]) >= 1
+    assert np.asarray(metrics["latent_prior_covariance"]).shape == (2, 2)
     assert len(metrics["eigenvalues"]) == 2 and metrics["eigenvalues"][0] >= metrics["eigenvalues"][1] > 0
     assert len(metrics["objective"]) == 5 and metrics["sigma2"] > 0
     assert np.asarray(metrics["half_set_fsc"]).shape == (3, BOX // 2 + 1) and p["fsc_filter"] is True
@@ -253,7 +258,8 @@ def test_force_refit_replaces_the_maps(run, sim, tmp_path):
                "--init", "random", "--mask", "sphere", "--spectral-components", "0", "--force", "--no-progress"])
     assert rc == 0
     assert (copy / "component_01.mrc").is_file() and not (copy / "component_02.mrc").exists()
-    for stale in ("spectral_coordinates.npy", "spectral_volume_01.mrc", "mask.mrc", "consensus.mrc"):
+    for stale in ("spectral_coordinates.npy", "spectral_volume_01.mrc", "mask.mrc", "consensus.mrc",
+                  "curve_coordinate.npy", "curve_points.npy"):
         assert not (copy / stale).exists(), stale
     assert "covariance_eigenvalues" not in json.loads((copy / "metrics.json").read_text())
     assert np.load(copy / "latents.npy").shape == (N, 1)

@@ -163,6 +163,18 @@ def test_orthonormalise_keeps_span():
     W = model.components.reshape(K, -1)
     torch.testing.assert_close(W @ W.T, torch.eye(K, dtype=torch.float64))
     assert torch.all(ev[:-1] >= ev[1:])
+    # the prior N(0, I) of the old latents is N(0, T Tᵀ) in the new frame: same covariance of the volumes
+    old = comps.reshape(K, -1)
+    torch.testing.assert_close(W.T @ (T @ T.T) @ W, old.T @ old)
+
+
+def test_result_carries_the_prior_of_its_frame(ensemble_fit):
+    res = ensemble_fit[0]
+    P = res.latent_prior_covariance
+    assert P.shape == (2, 2) and np.all(np.linalg.eigvalsh(P) > 0)
+    # each posterior includes that prior: posterior precision minus prior precision is the data's, PSD
+    data_prec = np.linalg.inv(res.latent_covariances.astype(np.float64)) - np.linalg.inv(P)
+    assert np.linalg.eigvalsh(0.5 * (data_prec + np.swapaxes(data_prec, 1, 2))).min() > -1e-3 * np.abs(data_prec).max()
 
 
 def test_too_few_particles_and_no_poses():

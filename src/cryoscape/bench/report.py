@@ -1,7 +1,8 @@
 """Benchmark results as files: ``results.json``, ``results.md`` (a Markdown table) and ``results.html``.
 
 The table has one row per method and per reference (``consensus``,
-``oracle``): per-image FSC AUC mean ± std, ``|Spearman|``, k-NN preservation
+``oracle``): per-image FSC AUC mean ± std, ``|Spearman|`` (and that of a
+latent-curve coordinate where a method writes one), k-NN preservation
 (chance level in the header), wall time, and for ``adk-junk`` the outlier
 ROC AUC. References have no latents: their latent columns read "—" (the
 consensus row's outlier ROC AUC is that of the fit to the consensus map
@@ -37,21 +38,29 @@ def _chance(res: Any) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _row(m: Any, junk: bool) -> list[str]:
+def _has_curve(res: Any) -> bool:
+    return any(m.curve_spearman_abs is not None for m in res.methods)
+
+
+def _row(m: Any, junk: bool, curve: bool) -> list[str]:
     """One table row for a method or reference."""
     p = m.per_image
     auc = f"{_fmt(p.mean)} ± {_fmt(p.std)}" + (f" ({p.n_missing} missing)" if p.n_missing else "")
-    row = [m.name, auc, _fmt(m.spearman_abs), _fmt(m.knn_preservation), _fmt(m.wall_s, 1)]
+    row = [m.name, auc, _fmt(m.spearman_abs)]
+    row += [_fmt(m.curve_spearman_abs)] if curve else []
+    row += [_fmt(m.knn_preservation), _fmt(m.wall_s, 1)]
     return row + [_fmt(m.outlier_roc_auc)] if junk else row
 
 
 def results_table(res: Any) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the results table (methods first, then references)."""
-    junk = _has_junk(res)
-    header = ["method", "per-image FSC AUC (mean ± std)", "|Spearman|",
-              f"kNN preservation (chance {_fmt(_chance(res))})", "wall s"]
+    """Header and rows of the results table (methods first, then references); a column for the
+    |Spearman| of a latent-curve coordinate where some method writes one."""
+    junk, curve = _has_junk(res), _has_curve(res)
+    header = ["method", "per-image FSC AUC (mean ± std)", "|Spearman|"]
+    header += ["|Spearman| (latent curve)"] if curve else []
+    header += [f"kNN preservation (chance {_fmt(_chance(res))})", "wall s"]
     header += ["outlier ROC AUC"] if junk else []
-    return header, [_row(m, junk) for m in [*res.methods, *res.references]]
+    return header, [_row(m, junk, curve) for m in [*res.methods, *res.references]]
 
 
 def _md_row(cells: Sequence[str]) -> str:

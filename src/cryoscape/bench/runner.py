@@ -24,6 +24,10 @@ and computes, per method:
     the method-independent fit of every image to the consensus map
     (:func:`cryoscape.analysis.outliers.consensus_fit_correlations`),
     combined as ``cryoscape analyze`` does (the larger robust z-score).
+``curve_spearman_abs``
+    where the run writes a one-dimensional ``curve_coordinate.npy`` (``pca``: each
+    particle's place along the latent curve, :mod:`cryoscape.analysis.latent_curve`),
+    ``|ρ|`` between it and the true coordinate (the largest over a 2-D truth's axes).
 ``wall_s``
     seconds the method took.
 
@@ -86,6 +90,8 @@ RESULTS_MD = "results.md"
 RESULTS_HTML = "results.html"
 N_SAMPLES = 100
 KNN_K = 10
+#: A run's one-dimensional coordinate along a latent curve, scored where present.
+CURVE_COORDINATE = "curve_coordinate.npy"
 PCA_COMPONENTS = 4
 
 
@@ -215,6 +221,7 @@ class MethodResult:
     knn_preservation: float | None = None
     knn_chance: float | None = None
     outlier_roc_auc: float | None = None
+    curve_spearman_abs: float | None = None  # of the run's curve_coordinate.npy, where it writes one
     details: dict[str, Any] | None = None  # reference-specific facts, e.g. the oracle's window
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,7 +233,8 @@ class MethodResult:
                 "spearman_abs_axes": None if self.spearman_abs_axes is None else
                 {k: _num(v) for k, v in self.spearman_abs_axes.items()},
                 "knn_preservation": _num(self.knn_preservation), "knn_chance": _num(self.knn_chance),
-                "knn_k": KNN_K, "outlier_roc_auc": _num(self.outlier_roc_auc)}
+                "knn_k": KNN_K, "outlier_roc_auc": _num(self.outlier_roc_auc),
+                "curve_spearman_abs": _num(self.curve_spearman_abs)}
 
 
 @dataclass
@@ -398,7 +406,23 @@ def _score_method(name: str, run_path: Path, wall_s: float, dataset: Any, indice
     per_image = _fsc_scores(lambda i: model_volume(run, latents[i]), true_fn, indices, conf)
     result = MethodResult(name, per_image, run_dir=run_path, wall_s=wall_s)
     _latent_scores(latents, dataset.truth, result, fit_errors)
+    result.curve_spearman_abs = _curve_score(run_path, dataset.truth)
     return result
+
+
+def _curve_score(run_path: Path, truth: Mapping[str, np.ndarray]) -> float | None:
+    """|Spearman| of the run's one-dimensional curve coordinate (``curve_coordinate.npy``) against the
+    truth (the largest over its axes), or None where the run has none."""
+    from cryoscape.validate.metrics import spearman_abs
+
+    path = Path(run_path) / CURVE_COORDINATE
+    if not path.is_file():
+        return None
+    s = np.load(path, allow_pickle=False).astype(np.float64).reshape(-1)
+    real = np.asarray(truth["conformation"]) >= 0
+    coord = np.asarray(truth["coordinate"], dtype=np.float64)[real]
+    coord = coord[:, None] if coord.ndim == 1 else coord
+    return max(spearman_abs(s[real], coord[:, a]) for a in range(coord.shape[1]))
 
 
 @dataclass

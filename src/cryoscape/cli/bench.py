@@ -13,6 +13,9 @@ method with its defaults into OUT/<dataset>/<method>/, and score it:
                      conformation (soft-sphere mask, area to Nyquist), mean ± std
   |Spearman|         first principal component of the latents against the true
                      coordinate (2-D truth: the largest over its axes)
+  |Spearman| (latent curve)
+                     where a method writes curve_coordinate.npy (pca): each
+                     particle's place along its latent curve, same comparison
   kNN preservation   10 nearest latent neighbours kept among the true ones,
                      with the chance level
   outlier ROC AUC    adk-junk only: junk score (the larger of the latent-density

@@ -30,7 +30,11 @@ is reconstructed first (half sets, Wiener filter from their FSC), a solvent
 mask is derived from it, and EM starts from the top principal volumes of the
 low-resolution covariance (Katsevich-Singer least squares at 15 A). After the
 fit, a diffusion map of the latents gives spectral coordinates
-(spectral_coordinates.npy) and the spectral volumes regressed on them. Principal volumes are
+(spectral_coordinates.npy) and the spectral volumes regressed on them, and a
+smooth curve fitted through the latent posteriors from the first spectral
+coordinate gives each particle's place along one motion (curve_coordinate.npy,
+in [0, 1], with curve_coordinate_sd.npy; the curve's latent points in
+curve_points.npy). Principal volumes are
 orthonormal inside the mask and ordered by latent variance (metrics.json
 "eigenvalues"). Writes config.yaml, latents.npy, latents_cov.npy,
 contrast.npy, weights.pt, metrics.json, mean.mrc, component_01.mrc ... and
@@ -108,6 +112,10 @@ def _add_pca(methods: argparse._SubParsersAction) -> None:
                         "(default), or from random smooth volumes")
     p.add_argument("--spectral-components", type=int, default=2, metavar="J",
                    help="diffusion-map coordinates of the latents and spectral volumes to write (default 2; 0: none)")
+    p.add_argument("--curve-basis", type=int, default=5, metavar="J",
+                   help="spline coefficients of the latent curve fitted through the posteriors from the first "
+                        "spectral coordinate; each particle's place on it is curve_coordinate.npy (default 5: "
+                        "a stiff curve for one motion; 0: none)")
     p.add_argument("--no-fsc-filter", dest="fsc_filter", action="store_false",
                    help="M-step with the ridge alone (default: the mean and each component are filtered by their "
                         "half-set FSC every iteration, which keeps noise out of the principal volumes)")
@@ -216,7 +224,8 @@ def _run_pca(args: argparse.Namespace) -> int:
     out = run_pca(args.particles, args.output, args.components, args.iterations, mask=args.mask,
                   resolution_limit_A=args.resolution_limit, downsample=args.downsample, datadir=args.datadir,
                   seed=args.seed, init=args.init, spectral_components=args.spectral_components,
-                  batch_size=args.batch_size, device=args.device, fsc_filter=args.fsc_filter, force=args.force,
+                  curve_basis=args.curve_basis, batch_size=args.batch_size, device=args.device,
+                  fsc_filter=args.fsc_filter, force=args.force,
                   resume=args.resume, progress=not args.no_progress)
     r, run_dir = out.result, out.run
     print(f"particles: {len(r.latents)}; box {run_dir.box} px, {run_dir.apix:.4g} Å/px; "

@@ -479,7 +479,10 @@ class PPCAResult:
     half-set solves of the mean and of each component *in the EM's frame, before
     orthonormalisation* (None without ``fsc_filter``, and after a resume that ran
     no iteration); contrast_prior_std: the contrast prior's standard deviation
-    at the end (learnt unless given; 0 when the contrast is fixed at 1).
+    at the end (learnt unless given; 0 when the contrast is fixed at 1);
+    latent_prior_covariance ``[K, K]``: the prior ``N(0, I)`` of the EM's latents
+    expressed in the output frame (``T Tᵀ`` for ``b' = T b``), the prior the
+    posteriors include.
     """
 
     model: LinearHyperMolecule
@@ -492,6 +495,7 @@ class PPCAResult:
     apix: float = 1.0
     half_set_fsc: np.ndarray | None = None
     contrast_prior_std: float = CONTRAST_PRIOR_STD
+    latent_prior_covariance: np.ndarray | None = None
 
 
 def _check_inputs(particles, n_components: int, n_iterations: int) -> None:
@@ -788,4 +792,5 @@ def _finish(model: LinearHyperMolecule, state: dict, mask: torch.Tensor, objecti
         eigenvalues=evals.cpu().numpy(),
         objective=objective,
         apix=apix,
+        latent_prior_covariance=(T @ T.T).double().cpu().numpy(),
     )

@@ -21,6 +21,10 @@ Run directory (see :mod:`cryoscape.io.run_dir`)::
       mask.mrc           the soft mask confining the components
       spectral_coordinates.npy  [N, J] diffusion-map coordinates of the latents (Moscovich et al. 2020)
       spectral_mean.mrc, spectral_volume_01.mrc ...  the spectral volumes regressed on them
+      curve_coordinate.npy      [N] position of each particle along the latent curve, in [0, 1]
+                                (:mod:`cryoscape.analysis.latent_curve`, started from the first
+                                spectral coordinate), curve_coordinate_sd.npy its posterior spread,
+                                curve_points.npy [M, K] the curve's latent points (for ``volume --z``)
       log.txt
       particles_box<D>.star/.mrcs   only with ``downsample``: the images fitted
 
@@ -78,6 +82,9 @@ MASK_CHOICES = ("auto", "sphere")
 INIT_CHOICES = ("covariance", "random")
 SPECTRAL_COORDINATES = "spectral_coordinates.npy"
 SPECTRAL_MEAN = "spectral_mean.mrc"
+CURVE_COORDINATE = "curve_coordinate.npy"
+CURVE_COORDINATE_SD = "curve_coordinate_sd.npy"
+CURVE_POINTS = "curve_points.npy"
 MASK_MAP = "mask.mrc"
 CONSENSUS_MAP = "consensus.mrc"
 MEAN_MAP = "mean.mrc"
@@ -107,7 +114,11 @@ class PCASettings:
     at ``init_resolution_A`` Å) or ``"random"`` (seeded smooth random volumes);
     seed: seeds the random start; spectral_components: diffusion-map coordinates
     of the latents and spectral volumes (0: none), spectral_neighbors: their graph
-    degree; ridge, estimate_contrast, contrast_warmup, use_ctf, oversampling: see
+    degree, spectral_bandwidth_scale: their kernel width relative to the median
+    squared distance to the ``spectral_neighbors``-th neighbour (a narrow kernel cuts
+    the noisy latent cloud into islands whose indicator functions become the first
+    coordinates); curve_basis: spline coefficients of the latent curve fitted to the
+    posteriors from the first spectral coordinate (0: none); ridge, estimate_contrast, contrast_warmup, use_ctf, oversampling: see
     :func:`~cryoscape.inference.ppca_em.fit_ppca`; batch_size: images per batch;
     device: ``"cpu"`` or ``"cuda"``; fsc_filter: filter the mean and each component
     by its half-set FSC in every M-step (else the ridge alone).
@@ -123,6 +134,8 @@ class PCASettings:
     init_resolution_A: float = 15.0
     spectral_components: int = 2
     spectral_neighbors: int = 30
+    spectral_bandwidth_scale: float = 4.0
+    curve_basis: int = 5
     ridge: float = 1e-2
     estimate_contrast: bool = True
     contrast_warmup: int = 3
@@ -150,6 +163,10 @@ class PCASettings:
             raise InputError(f"--init-resolution must be a positive length in Å; got {self.init_resolution_A}")
         if self.spectral_components < 0 or self.spectral_neighbors < 2:
             raise InputError("--spectral-components must be 0 or more and --spectral-neighbors at least 2")
+        if not self.spectral_bandwidth_scale > 0:
+            raise InputError(f"the spectral bandwidth scale must be positive; got {self.spectral_bandwidth_scale}")
+        if self.curve_basis != 0 and self.curve_basis < 4:
+            raise InputError(f"--curve-basis is {self.curve_basis}; give 0 (no curve) or at least 4")
         if self.mask not in MASK_CHOICES and not Path(self.mask).expanduser().is_file():
             raise InputError(f"--mask {self.mask}: no such file; give a mask MRC, 'auto' or 'sphere'")
 
@@ -301,7 +318,8 @@ def _spectral(run: Any, ps: Any, result: Any, s: PCASettings, mask: Any) -> tupl
     from cryoscape.io.mrc import write_mrc
 
     with run.log(f"diffusion map ({s.spectral_components} coordinates) and spectral volumes"):
-        dm = diffusion_map(result.latents, s.spectral_components, n_neighbors=s.spectral_neighbors)
+        dm = diffusion_map(result.latents, s.spectral_components, n_neighbors=s.spectral_neighbors,
+                           bandwidth_scale=s.spectral_bandwidth_scale)
         sv = spectral_volumes(ps, dm.coordinates, ridge=s.ridge, resolution_limit_A=s.resolution_limit_A, mask=mask,
                               use_ctf=s.use_ctf, oversampling=s.oversampling, batch_size=s.batch_size,
                               device=s.device)
@@ -310,8 +328,26 @@ def _spectral(run: Any, ps: Any, result: Any, s: PCASettings, mask: Any) -> tupl
              write_mrc(run.path / SPECTRAL_MEAN, sv.mean, apix, force=True)]
     files += [write_mrc(run.path / spectral_map_name(j), v, apix, force=True)
               for j, v in enumerate(sv.volumes, start=1)]
-    return files, {"diffusion_eigenvalues": np.asarray(dm.eigenvalues, dtype=np.float64),
-                   "diffusion_epsilon": float(dm.epsilon)}
+    info = {"diffusion_eigenvalues": np.asarray(dm.eigenvalues, dtype=np.float64),
+            "diffusion_epsilon": float(dm.epsilon)}
+    curve_files, curve_info = _curve(run, result, s, dm.coordinates[:, 0])
+    return files + curve_files, {**info, **curve_info}
+
+
+def _curve(run: Any, result: Any, s: PCASettings, start: np.ndarray) -> tuple[list[Path], dict[str, Any]]:
+    """The latent curve through the posteriors (:mod:`cryoscape.analysis.latent_curve`) and each particle's place on it."""
+    if s.curve_basis < 1:
+        return [], {}
+    from cryoscape.analysis.latent_curve import fit_latent_curve
+
+    with run.log(f"latent curve ({s.curve_basis} spline coefficients) from the first spectral coordinate"):
+        curve = fit_latent_curve(result.latents, result.latent_covariances, result.latent_prior_covariance,
+                                 init=start, n_basis=s.curve_basis)
+    files = [_save_npy(run.path / CURVE_COORDINATE, curve.coordinate.astype(np.float32)),
+             _save_npy(run.path / CURVE_COORDINATE_SD, curve.coordinate_sd.astype(np.float32)),
+             _save_npy(run.path / CURVE_POINTS, curve.points.astype(np.float32))]
+    return files, {"curve_log_likelihood": [float(v) for v in curve.log_likelihood],
+                   "curve_iterations": len(curve.log_likelihood)}
 
 
 # ---------------------------------------------------------------- outputs
@@ -328,7 +364,8 @@ def _save_npy(path: Path, array: np.ndarray) -> Path:
 def _clear_outputs(root: Path) -> None:
     """Remove the maps and cropped images of an earlier fit in ``root`` (``--force`` may change K or the box)."""
     stale = [root / MEAN_MAP, root / CONTRAST, root / MASK_MAP, *root.glob("consensus*"),
-             root / SPECTRAL_COORDINATES, root / SPECTRAL_MEAN, *root.glob("spectral_volume_*.mrc"),
+             root / SPECTRAL_COORDINATES, root / SPECTRAL_MEAN, root / CURVE_COORDINATE,
+             root / CURVE_COORDINATE_SD, root / CURVE_POINTS, *root.glob("spectral_volume_*.mrc"),
              *root.glob("component_*.mrc"), *root.glob("particles_box*.star"), *root.glob("particles_box*.mrcs")]
     for p in stale:
         p.unlink(missing_ok=True)
@@ -353,6 +390,8 @@ def _metrics(result: Any, elapsed_s: float) -> dict[str, Any]:
         "contrast_mean": float(np.mean(result.contrast)),
         "contrast_std": float(np.std(result.contrast)),
         "contrast_prior_std": float(result.contrast_prior_std),
+        "latent_prior_covariance": None if result.latent_prior_covariance is None else
+        np.asarray(result.latent_prior_covariance, dtype=np.float64),
         "n_iterations": len(result.objective),
         "elapsed_s": float(elapsed_s),
         **_fsc_metrics(result),
@@ -398,6 +437,7 @@ def run_pca(
     seed: int = 0,
     init: str = "covariance",
     spectral_components: int = 2,
+    curve_basis: int = 5,
     batch_size: int = 256,
     device: str = "cpu",
     fsc_filter: bool = True,
@@ -418,7 +458,8 @@ def run_pca(
         datadir: folder of the particle stacks if the file's paths do not resolve.
         seed: seeds the random start. init: ``"covariance"`` or ``"random"`` start of EM.
         spectral_components: diffusion-map coordinates of the latents (and spectral
-            volumes) to write, 0 for none. batch_size, device: how to compute.
+            volumes) to write, 0 for none. curve_basis: spline coefficients of the
+            latent curve (0: none; needs spectral coordinates). batch_size, device: how to compute.
         fsc_filter: filter the mean and each component by its half-set FSC in
             every M-step (default; False: the ridge alone).
         force: overwrite an earlier run in ``out_dir``. resume: continue the run in
@@ -432,8 +473,8 @@ def run_pca(
     from cryoscape.io.run_dir import RunDirectory
 
     s = PCASettings(components, iterations, "auto" if mask is None else str(mask), resolution_limit_A, downsample,
-                    seed, init=init, spectral_components=spectral_components, batch_size=batch_size, device=device,
-                    fsc_filter=fsc_filter)
+                    seed, init=init, spectral_components=spectral_components, curve_basis=curve_basis,
+                    batch_size=batch_size, device=device, fsc_filter=fsc_filter)
     s.check()
     root = Path(out_dir).expanduser()
     if force and resume:
