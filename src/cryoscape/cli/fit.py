@@ -116,6 +116,9 @@ def _add_pca(methods: argparse._SubParsersAction) -> None:
                    help="spline coefficients of the latent curve fitted through the posteriors from the first "
                         "spectral coordinate; each particle's place on it is curve_coordinate.npy (default 5: "
                         "a stiff curve for one motion; 0: none)")
+    p.add_argument("--shared-halves", dest="cross_halves", action="store_false",
+                   help="take every image's posterior from the model of all particles (default: from the other "
+                        "half set's model, which keeps the components from fitting the images' own noise)")
     p.add_argument("--no-fsc-filter", dest="fsc_filter", action="store_false",
                    help="M-step with the ridge alone (default: the mean and each component are filtered by their "
                         "half-set FSC every iteration, which keeps noise out of the principal volumes)")
@@ -225,7 +228,7 @@ def _run_pca(args: argparse.Namespace) -> int:
                   resolution_limit_A=args.resolution_limit, downsample=args.downsample, datadir=args.datadir,
                   seed=args.seed, init=args.init, spectral_components=args.spectral_components,
                   curve_basis=args.curve_basis, batch_size=args.batch_size, device=args.device,
-                  fsc_filter=args.fsc_filter, force=args.force,
+                  fsc_filter=args.fsc_filter, cross_halves=args.cross_halves, force=args.force,
                   resume=args.resume, progress=not args.no_progress)
     r, run_dir = out.result, out.run
     print(f"particles: {len(r.latents)}; box {run_dir.box} px, {run_dir.apix:.4g} Å/px; "

@@ -118,10 +118,11 @@ class PCASettings:
     squared distance to the ``spectral_neighbors``-th neighbour (a narrow kernel cuts
     the noisy latent cloud into islands whose indicator functions become the first
     coordinates); curve_basis: spline coefficients of the latent curve fitted to the
-    posteriors from the first spectral coordinate (0: none); ridge, estimate_contrast, contrast_warmup, use_ctf, oversampling: see
-    :func:`~cryoscape.inference.ppca_em.fit_ppca`; batch_size: images per batch;
-    device: ``"cpu"`` or ``"cuda"``; fsc_filter: filter the mean and each component
-    by its half-set FSC in every M-step (else the ridge alone).
+    posteriors from the first spectral coordinate (0: none); ridge, estimate_contrast,
+    contrast_warmup, use_ctf, oversampling: see :func:`~cryoscape.inference.ppca_em.fit_ppca`;
+    batch_size: images per batch; device: ``"cpu"`` or ``"cuda"``; fsc_filter: filter the
+    mean and each component by its half-set FSC in every M-step (else the ridge alone);
+    cross_halves: with the filter, each half set's posteriors from the other half's model.
     """
 
     components: int
@@ -144,6 +145,7 @@ class PCASettings:
     batch_size: int = 256
     device: str = "cpu"
     fsc_filter: bool = True
+    cross_halves: bool = True
 
     def check(self) -> None:
         """One-line :class:`InputError` for impossible values (before any work)."""
@@ -441,6 +443,7 @@ def run_pca(
     batch_size: int = 256,
     device: str = "cpu",
     fsc_filter: bool = True,
+    cross_halves: bool = True,
     force: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -461,7 +464,8 @@ def run_pca(
             volumes) to write, 0 for none. curve_basis: spline coefficients of the
             latent curve (0: none; needs spectral coordinates). batch_size, device: how to compute.
         fsc_filter: filter the mean and each component by its half-set FSC in
-            every M-step (default; False: the ridge alone).
+            every M-step (default; False: the ridge alone). cross_halves: with the
+            filter, take each half set's posteriors from the other half's model (default).
         force: overwrite an earlier run in ``out_dir``. resume: continue the run in
             ``out_dir`` from its newest checkpoint (see the module docstring).
         progress: progress bars.
@@ -474,7 +478,7 @@ def run_pca(
 
     s = PCASettings(components, iterations, "auto" if mask is None else str(mask), resolution_limit_A, downsample,
                     seed, init=init, spectral_components=spectral_components, curve_basis=curve_basis,
-                    batch_size=batch_size, device=device, fsc_filter=fsc_filter)
+                    batch_size=batch_size, device=device, fsc_filter=fsc_filter, cross_halves=cross_halves)
     s.check()
     root = Path(out_dir).expanduser()
     if force and resume:
@@ -502,6 +506,7 @@ def run_pca(
                           estimate_contrast=s.estimate_contrast, contrast_warmup=s.contrast_warmup,
                           use_ctf=s.use_ctf, batch_size=batch_size, oversampling=s.oversampling, device=device,
                           initial_components=init, start_state=start_state, fsc_filter=s.fsc_filter,
+                          cross_halves=s.cross_halves,
                           on_iteration=checkpoint)
     elapsed = time.perf_counter() - start
     if resume:
