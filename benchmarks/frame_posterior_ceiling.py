@@ -12,18 +12,22 @@ from the same images can reach (up to the projector's own small error).
     .venv/bin/python benchmarks/frame_posterior_ceiling.py --cache bench_out/cache/n20000 --n-particles 2000
     .venv/bin/python benchmarks/frame_posterior_ceiling.py --dataset adk-1d-snr0.01 --cache bench_out/cache/n20000
 
-Prints one JSON object.
+Prints one JSON object (``--out FILE`` also saves it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
 
 def frame_log_likelihoods(ds, ps, idx: np.ndarray, batch: int = 500) -> np.ndarray:
@@ -56,7 +60,10 @@ def main() -> None:
     ap.add_argument("--n-total", type=int, default=20000, help="particles of the cached dataset")
     ap.add_argument("--n-particles", type=int, default=2000, help="random subset scored")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     ds = build_dataset(args.dataset, args.cache, n_particles=args.n_total, progress=False)
     ps = _particles(ds)
@@ -70,14 +77,15 @@ def main() -> None:
     frames = np.arange(ll.shape[1])
     mean_frame = post @ frames
     coord = np.asarray(ds.truth["coordinate"])[idx]
-    print(json.dumps({
+    C.emit({
+        "benchmark": "frame_posterior_ceiling", "machine": C.machine_info(args.threads),
         "dataset": args.dataset, "n_particles": int(idx.size), "box": int(ps.box),
         "spearman_abs_posterior_mean_frame": float(abs(spearmanr(mean_frame, coord)[0])),
         "spearman_abs_map_frame": float(abs(spearmanr(post.argmax(axis=1), coord)[0])),
         "map_frame_exact": float(np.mean(post.argmax(axis=1) == np.asarray(ds.truth["conformation"])[idx])),
         "posterior_sd_frames_mean": float(np.mean(np.sqrt(np.maximum(post @ frames ** 2 - mean_frame ** 2, 0)))),
         "wall_s": round(time.perf_counter() - start, 1),
-    }, indent=1))
+    }, args.out)
 
 
 if __name__ == "__main__":
