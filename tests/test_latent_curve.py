@@ -144,3 +144,15 @@ def test_bad_input_is_refused_in_one_line(kwargs, message):
     assert "\n" not in str(exc.value)
     with pytest.raises(InputError, match="lie in"):
         fit_latent_curve(np.random.default_rng(0).standard_normal((20, 2))).point(1.5)
+
+
+def test_prior_whitened_latents_have_the_identity_prior():
+    """``z P^{-1/2}``: samples of N(0, P) come out with identity covariance; None leaves the latents alone."""
+    from cryoscape.methods.pca import prior_whitened
+
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((3, 3))
+    P = A @ A.T + 0.5 * np.eye(3)
+    z = rng.multivariate_normal(np.zeros(3), P, size=200_000)
+    np.testing.assert_allclose(np.cov(prior_whitened(z, P).T), np.eye(3), atol=0.02)
+    np.testing.assert_array_equal(prior_whitened(z[:5], None), z[:5])
