@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mrcfile
@@ -144,6 +145,26 @@ def test_component_movie(run, tmp_path):
     z = np.load(run / "latents.npy")
     np.testing.assert_allclose(points[:, 0], np.percentile(z[:, 0], [5, 50, 95]), rtol=1e-4)
     np.testing.assert_allclose(points[:, 1], z[:, 1].mean(), rtol=1e-4, atol=1e-3)
+
+
+def test_curve_movie(run, tmp_path, capsys):
+    out = tmp_path / "curve"
+    assert main(["volume", str(run), "--curve", "--steps", "3", "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.mrc")) == ["curve_00.mrc", "curve_01.mrc", "curve_02.mrc"]
+    points = np.loadtxt(out / "curve_points.txt")
+    nodes, s = np.load(run / "curve_points.npy"), np.load(run / "curve_coordinate.npy")
+    middle = np.median(s) * (len(nodes) - 1)  # the 50th percentile, between two nodes
+    j, t = int(middle), middle - int(middle)
+    np.testing.assert_allclose(points[1], (1 - t) * nodes[j] + t * nodes[j + 1], rtol=1e-4, atol=1e-5)
+    mean, c1, c2 = (_mrc(run / n)[0] for n in ("mean.mrc", "component_01.mrc", "component_02.mrc"))
+    np.testing.assert_allclose(_mrc(out / "curve_01.mrc")[0], mean + points[1, 0] * c1 + points[1, 1] * c2,
+                               rtol=1e-4, atol=1e-4)
+    bare = tmp_path / "bare"
+    shutil.copytree(run, bare)
+    (bare / "curve_points.npy").unlink()
+    assert main(["volume", str(bare), "--curve", "-o", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "has no latent curve" in err and "--curve-basis" in err and len(err.strip().splitlines()) == 1
 
 
 def test_near_particle_writes_map_half_maps_and_fsc(run, tmp_path):

@@ -8,7 +8,7 @@ from typing import Any
 
 
 DESCRIPTION = """\
-Make volumes from a fitted run directory, in one of four ways:
+Make volumes from a fitted run directory, in one of five ways:
 
   --z Z1 Z2 ...      one volume from the run's model at that latent point (OUT.mrc)
   --z-file Z.txt     one volume per row of a text file (OUT/vol_000.mrc, ...)
@@ -16,6 +16,10 @@ Make volumes from a fitted run directory, in one of four ways:
                      evenly spaced percentiles (5th to 95th) of that coordinate, the
                      others at their mean (OUT/componentK_00.mrc, ...; the points in
                      OUT/componentK_points.txt)
+  --curve            a movie along the run's latent curve (pca: curve_points.npy):
+                     --steps volumes at evenly spaced percentiles (5th to 95th) of the
+                     particles' positions on it (OUT/curve_00.mrc, ...; the latent points
+                     in OUT/curve_points.txt)
   --near-particle I  a local reconstruction from the --n-neighbours particles whose
                      latents are nearest particle I's (kernel-weighted), for any method,
                      with half maps and FSC (OUT.mrc, OUT_half1/2.mrc, OUT_fsc.*)
@@ -28,6 +32,7 @@ EPILOG = """\
 examples:
   cryoscape volume runs/pca --z 0 0 0 0 -o mean.mrc
   cryoscape volume runs/pca --component 1 --steps 9 -o movie/
+  cryoscape volume runs/pca --curve --steps 9 -o curve_movie/
   cryoscape volume runs/pca --near-particle 123 --n-neighbours 1000 -o local.mrc
 """
 
@@ -42,10 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     mode.add_argument("--z", type=float, nargs="+", metavar="Z", help="latent point, one value per dimension")
     mode.add_argument("--z-file", type=Path, metavar="Z.txt", help="text file with one latent point per row")
     mode.add_argument("--component", type=int, metavar="K", help="latent coordinate (1-based) for a movie")
+    mode.add_argument("--curve", action="store_true", help="a movie along the run's latent curve (curve_points.npy)")
     mode.add_argument("--near-particle", type=int, metavar="I", help="local reconstruction around particle I (0-based)")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
-                   help="OUT.mrc (--z, --near-particle) or a folder (--z-file, --component)")
-    p.add_argument("--steps", type=int, default=9, metavar="N", help="volumes along --component (default 9)")
+                   help="OUT.mrc (--z, --near-particle) or a folder (--z-file, --component, --curve)")
+    p.add_argument("--steps", type=int, default=9, metavar="N", help="volumes along --component or --curve (default 9)")
     p.add_argument("--n-neighbours", type=int, default=1000, metavar="N",
                    help="particles in a --near-particle reconstruction (default 1000)")
     p.add_argument("--particles", type=Path, metavar="FILE", help="particle file, if it moved since the run")
@@ -68,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         paths = _write_model_volumes(run_dir, names, points, args.force)
         if args.component is not None:
             paths.append(_write_points(args.output / f"component{args.component}_points.txt", points, args.force))
+        if args.curve:
+            paths.append(_write_points(args.output / "curve_points.txt", points, args.force))
     run_dir.log(f"volume: wrote {len(paths)} files to {args.output}")
     print(f"wrote {len(paths)} files: " + ", ".join(str(p) for p in paths[:4]) + (" ..." if len(paths) > 4 else ""))
     return 0
@@ -91,8 +99,30 @@ def _model_points(run_dir: Any, args: argparse.Namespace) -> tuple[list[Path], A
             raise InputError(f"{args.z_file} is not a table of numbers ({' '.join(str(exc).split())}); "
                              "write one latent point per row") from exc
         return [args.output / f"vol_{j:03d}.mrc" for j in range(len(points))], points
+    if args.curve:
+        points = curve_sweep(run_dir.path, args.steps)
+        return [args.output / f"curve_{j:02d}.mrc" for j in range(len(points))], points
     points, _ = component_sweep(run_dir.read_latents()[0], args.component, args.steps)
     return [args.output / f"component{args.component}_{j:02d}.mrc" for j in range(len(points))], points
+
+
+def curve_sweep(run_path: Path, steps: int) -> Any:
+    """Latent points ``[steps, d]`` on a run's curve (``curve_points.npy`` at equally spaced positions in
+    [0, 1]), linearly interpolated at the 5th..95th percentiles of the particles' ``curve_coordinate.npy``."""
+    import numpy as np
+
+    from cryoscape.errors import InputError
+
+    points_path, coord_path = run_path / "curve_points.npy", run_path / "curve_coordinate.npy"
+    if not (points_path.is_file() and coord_path.is_file()):
+        raise InputError(f"{run_path} has no latent curve (curve_points.npy, curve_coordinate.npy); "
+                         "`cryoscape fit pca` writes one unless --curve-basis 0")
+    if steps < 2:
+        raise InputError(f"--steps is {steps}; a movie needs at least 2 volumes")
+    nodes = np.load(points_path, allow_pickle=False).astype(np.float64)
+    positions = np.linspace(0.0, 1.0, nodes.shape[0])
+    s = np.percentile(np.load(coord_path, allow_pickle=False).astype(np.float64), np.linspace(5, 95, steps))
+    return np.stack([np.interp(s, positions, nodes[:, k]) for k in range(nodes.shape[1])], axis=1)
 
 
 def _write_model_volumes(run_dir: Any, names: list[Path], points: Any, force: bool) -> list[Path]:
