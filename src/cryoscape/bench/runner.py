@@ -25,7 +25,7 @@ and computes, per method:
     (:func:`cryoscape.analysis.outliers.consensus_fit_correlations`),
     combined as ``cryoscape analyze`` does (the larger robust z-score).
 ``curve_spearman_abs``
-    where the run writes a one-dimensional ``curve_coordinate.npy`` (``pca``: each
+    where the run holds a latent curve (``curve_coordinate.npy``; ``pca``: each
     particle's place along the latent curve, :mod:`cryoscape.analysis.latent_curve`),
     ``|ρ|`` between it and the true coordinate (the largest over a 2-D truth's axes).
 ``wall_s``
@@ -90,8 +90,6 @@ RESULTS_MD = "results.md"
 RESULTS_HTML = "results.html"
 N_SAMPLES = 100
 KNN_K = 10
-#: A run's one-dimensional coordinate along a latent curve, scored where present.
-CURVE_COORDINATE = "curve_coordinate.npy"
 PCA_COMPONENTS = 4
 
 
@@ -371,10 +369,8 @@ def _latent_scores(latents: np.ndarray, truth: Mapping[str, np.ndarray], result:
     """Fill ``result``'s Spearman, kNN and (junk) outlier scores from the latents (and the fit errors)."""
     from cryoscape.validate.metrics import knn_preservation, spearman_abs
 
-    real = np.asarray(truth["conformation"]) >= 0
+    real, coord = _true_axes(truth)
     z = np.asarray(latents, dtype=np.float64)[real]
-    coord = np.asarray(truth["coordinate"], dtype=np.float64)[real]
-    coord = coord[:, None] if coord.ndim == 1 else coord
     names = _axis_names(truth, coord.shape[1])
     axes = {n: spearman_abs(z, coord[:, a]) for a, n in enumerate(names)}
     result.spearman_abs = max(axes.values())
@@ -406,23 +402,27 @@ def _score_method(name: str, run_path: Path, wall_s: float, dataset: Any, indice
     per_image = _fsc_scores(lambda i: model_volume(run, latents[i]), true_fn, indices, conf)
     result = MethodResult(name, per_image, run_dir=run_path, wall_s=wall_s)
     _latent_scores(latents, dataset.truth, result, fit_errors)
-    result.curve_spearman_abs = _curve_score(run_path, dataset.truth)
+    result.curve_spearman_abs = _curve_score(run, dataset.truth)
     return result
 
 
-def _curve_score(run_path: Path, truth: Mapping[str, np.ndarray]) -> float | None:
-    """|Spearman| of the run's one-dimensional curve coordinate (``curve_coordinate.npy``) against the
-    truth (the largest over its axes), or None where the run has none."""
-    from cryoscape.validate.metrics import spearman_abs
-
-    path = Path(run_path) / CURVE_COORDINATE
-    if not path.is_file():
-        return None
-    s = np.load(path, allow_pickle=False).astype(np.float64).reshape(-1)
+def _true_axes(truth: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(real particles (N,) bool, their true coordinates [n_real, axes])`` (junk excluded)."""
     real = np.asarray(truth["conformation"]) >= 0
     coord = np.asarray(truth["coordinate"], dtype=np.float64)[real]
-    coord = coord[:, None] if coord.ndim == 1 else coord
-    return max(spearman_abs(s[real], coord[:, a]) for a in range(coord.shape[1]))
+    return real, coord[:, None] if coord.ndim == 1 else coord
+
+
+def _curve_score(run: Any, truth: Mapping[str, np.ndarray]) -> float | None:
+    """|Spearman| of the run's latent-curve coordinate against the truth (the largest over its axes),
+    or None where the run has no curve."""
+    from cryoscape.validate.metrics import spearman_abs
+
+    if not run.has_curve():
+        return None
+    real, coord = _true_axes(truth)
+    s = np.asarray(run.read_curve()[1], dtype=np.float64)[real]
+    return max(spearman_abs(s, coord[:, a]) for a in range(coord.shape[1]))
 
 
 @dataclass

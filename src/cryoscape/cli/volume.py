@@ -86,7 +86,7 @@ def _model_points(run_dir: Any, args: argparse.Namespace) -> tuple[list[Path], A
     import numpy as np
 
     from cryoscape.errors import InputError
-    from cryoscape.methods import component_sweep
+    from cryoscape.methods import component_sweep, curve_sweep
 
     if args.z is not None:
         return [args.output], np.asarray([args.z], dtype=np.float64)
@@ -100,29 +100,10 @@ def _model_points(run_dir: Any, args: argparse.Namespace) -> tuple[list[Path], A
                              "write one latent point per row") from exc
         return [args.output / f"vol_{j:03d}.mrc" for j in range(len(points))], points
     if args.curve:
-        points = curve_sweep(run_dir.path, args.steps)
+        points, _ = curve_sweep(*run_dir.read_curve(), args.steps)
         return [args.output / f"curve_{j:02d}.mrc" for j in range(len(points))], points
     points, _ = component_sweep(run_dir.read_latents()[0], args.component, args.steps)
     return [args.output / f"component{args.component}_{j:02d}.mrc" for j in range(len(points))], points
-
-
-def curve_sweep(run_path: Path, steps: int) -> Any:
-    """Latent points ``[steps, d]`` on a run's curve (``curve_points.npy`` at equally spaced positions in
-    [0, 1]), linearly interpolated at the 5th..95th percentiles of the particles' ``curve_coordinate.npy``."""
-    import numpy as np
-
-    from cryoscape.errors import InputError
-
-    points_path, coord_path = run_path / "curve_points.npy", run_path / "curve_coordinate.npy"
-    if not (points_path.is_file() and coord_path.is_file()):
-        raise InputError(f"{run_path} has no latent curve (curve_points.npy, curve_coordinate.npy); "
-                         "`cryoscape fit pca` writes one unless --curve-basis 0")
-    if steps < 2:
-        raise InputError(f"--steps is {steps}; a movie needs at least 2 volumes")
-    nodes = np.load(points_path, allow_pickle=False).astype(np.float64)
-    positions = np.linspace(0.0, 1.0, nodes.shape[0])
-    s = np.percentile(np.load(coord_path, allow_pickle=False).astype(np.float64), np.linspace(5, 95, steps))
-    return np.stack([np.interp(s, positions, nodes[:, k]) for k in range(nodes.shape[1])], axis=1)
 
 
 def _write_model_volumes(run_dir: Any, names: list[Path], points: Any, force: bool) -> list[Path]:

@@ -57,6 +57,9 @@ CONFIG = "config.yaml"
 LATENTS = "latents.npy"
 LATENTS_VAR = "latents_var.npy"
 LATENTS_COV = "latents_cov.npy"
+CURVE_COORDINATE = "curve_coordinate.npy"  # [N] each particle's position along a latent curve, in [0, 1]
+CURVE_COORDINATE_SD = "curve_coordinate_sd.npy"  # [N] its posterior standard deviation
+CURVE_POINTS = "curve_points.npy"  # [M, d] latent points of the curve at M equally spaced positions
 WEIGHTS = "weights.pt"
 LOG = "log.txt"
 METRICS = "metrics.json"
@@ -485,6 +488,22 @@ class RunDirectory:
         cov = _load_npy(self.path / LATENTS_COV, "latent covariances") if (self.path / LATENTS_COV).exists() else None
         _check_latent_shapes(mean, var, cov, self.n_particles, InputError, str(self.path / LATENTS))
         return mean, var, cov
+
+    def has_curve(self) -> bool:
+        """Whether the run holds a latent curve (:data:`CURVE_POINTS` and :data:`CURVE_COORDINATE`)."""
+        return (self.path / CURVE_POINTS).is_file() and (self.path / CURVE_COORDINATE).is_file()
+
+    def read_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(points [M, d], coordinate [N])`` of the run's latent curve as float32; one-line error without one."""
+        if not self.has_curve():
+            raise InputError(f"{self.path} has no latent curve ({CURVE_POINTS}, {CURVE_COORDINATE}); "
+                             "`cryoscape fit pca` writes one unless --curve-basis 0")
+        points = _load_npy(self.path / CURVE_POINTS, "latent curve")
+        coordinate = _load_npy(self.path / CURVE_COORDINATE, "curve coordinates").reshape(-1)
+        if points.ndim != 2 or points.shape[0] < 2 or coordinate.size != self.n_particles:
+            raise InputError(f"{self.path}: the latent curve has points {points.shape} and {coordinate.size} "
+                             f"coordinates for {self.n_particles} particles; refit the run")
+        return points, coordinate
 
     # -- weights and checkpoints -------------------------------------------
 

@@ -18,7 +18,7 @@ from cryoscape.methods import drgn, pca
 from cryoscape.methods.drgn import run_drgn
 from cryoscape.methods.pca import run_pca
 
-__all__ = ["pca", "run_pca", "drgn", "run_drgn", "model_volume", "component_sweep", "RECIPES"]
+__all__ = ["pca", "run_pca", "drgn", "run_drgn", "model_volume", "component_sweep", "curve_sweep", "RECIPES"]
 
 RECIPES: tuple[str, ...] = ("pca", "drgn")
 """Method names with a recipe in this package."""
@@ -68,3 +68,20 @@ def component_sweep(latents: Any, component: int, steps: int, low: float = 5.0, 
     points = np.repeat(Z.mean(axis=0)[None, :], steps, axis=0)
     points[:, component - 1] = np.percentile(Z[:, component - 1], pct)
     return points, pct
+
+
+def curve_sweep(points: Any, coordinate: Any, steps: int, low: float = 5.0, high: float = 95.0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Latent points along a latent curve: ``(points [steps, d], positions [steps])``.
+
+    ``points [M, d]`` are the curve at ``M`` equally spaced positions in ``[0, 1]``
+    (a run's ``curve_points.npy``); the positions are the ``low``–``high``
+    percentiles of the particles' ``coordinate`` on it, evenly spaced in
+    percentile, and the points between nodes are linearly interpolated.
+    """
+    nodes = np.asarray(points, dtype=np.float64)
+    if steps < 2:
+        raise InputError(f"--steps must be at least 2; got {steps}")
+    s = np.percentile(np.asarray(coordinate, dtype=np.float64), np.linspace(low, high, steps))
+    grid = np.linspace(0.0, 1.0, nodes.shape[0])
+    return np.stack([np.interp(s, grid, nodes[:, k]) for k in range(nodes.shape[1])], axis=1), s

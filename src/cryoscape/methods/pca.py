@@ -66,6 +66,7 @@ from typing import Any
 import numpy as np
 
 from cryoscape.errors import InputError
+from cryoscape.io.run_dir import CURVE_COORDINATE, CURVE_COORDINATE_SD, CURVE_POINTS
 
 __all__ = [
     "METHOD",
@@ -84,9 +85,6 @@ MASK_CHOICES = ("auto", "sphere")
 INIT_CHOICES = ("covariance", "random")
 SPECTRAL_COORDINATES = "spectral_coordinates.npy"
 SPECTRAL_MEAN = "spectral_mean.mrc"
-CURVE_COORDINATE = "curve_coordinate.npy"
-CURVE_COORDINATE_SD = "curve_coordinate_sd.npy"
-CURVE_POINTS = "curve_points.npy"
 MASK_MAP = "mask.mrc"
 CONSENSUS_MAP = "consensus.mrc"
 MEAN_MAP = "mean.mrc"
