@@ -22,8 +22,8 @@ Model
   method) ``Λ_i = I``.
 - Scale: the evidence is taken with precision ``Λ_i / κ``, ``κ`` learnt
   (``learn_scale``): posteriors of an imperfect model are over-confident (the
-  PPCA posteriors of adk-1d scatter about the curve twice as widely as they
-  claim, ``κ ≈ 1.9``), which would make the positions too sharp; without
+  PPCA posteriors of adk-1d scatter about the curve 1.4–1.65 times as widely,
+  in variance, as they claim), which would make the positions too sharp; without
   covariances ``κ`` is the isotropic noise variance.
 
 EM (penalised maximum likelihood)
@@ -43,16 +43,19 @@ with ``init``), ``coordinate_sd`` (its posterior standard deviation) and the
 curve's ``points`` ``c(s_m)`` (latent points: volumes along the motion come
 from any method's decoder at them).
 
-A few coefficients keep the curve stiff. On adk-1d (20 000 particles, box 64,
-SNR 0.05, PPCA with K = 4, started from the first diffusion coordinate at
-0.942) the |Spearman| of the position against the true frame is 0.949, 0.951,
-0.950, 0.948 and 0.944 with 4, 5, 6, 8 and 10 coefficients (``κ`` learnt, 1.8–1.9;
-0.949 with ``κ = 1``; 0.951 from the first principal component at 0.920), against
-0.961 for the posterior over the true frames with the true volumes
-(``benchmarks/frame_posterior_ceiling.py``); at SNR 0.01, 0.788–0.792 for 4–8
-coefficients (0.764 with ``κ = 1``) against 0.819. The held-out likelihood keeps
-rising with more coefficients (the curve starts to wind through the noise), so
-it cannot choose their number; the default of 5 is a stiff curve for one motion.
+A few coefficients keep the curve stiff. PPCA posteriors of adk-1d (20 000
+particles, box 64, K = 4, ``cryoscape fit pca`` defaults), curve started from
+the first diffusion coordinate of the prior-whitened latents: at SNR 0.05
+(start 0.949) the |Spearman| of the position against the true frame is 0.949,
+0.951, 0.951, 0.950 and 0.949 with 4, 5, 6, 8 and 10 coefficients (``κ`` 1.4–1.5;
+0.951 with ``κ = 1``), against 0.961 for the posterior over the true frames
+with the true volumes (``benchmarks/frame_posterior_ceiling.py``); at SNR 0.01
+(start 0.785) 0.792, 0.791, 0.790, 0.788, 0.786 (``κ`` 1.6; 0.764 with
+``κ = 1``) against 0.819. On an earlier fit whose diffusion coordinate scored
+0.942, 8 and 10 coefficients fell to 0.948 and 0.944. The held-out likelihood
+keeps rising with more coefficients (the curve starts to wind through the
+noise), so it cannot choose their number; the default of 5 is a stiff curve for
+one motion.
 """
 
 from __future__ import annotations
