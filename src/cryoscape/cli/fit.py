@@ -115,7 +115,8 @@ def _add_pca(methods: argparse._SubParsersAction) -> None:
     p.add_argument("--curve-basis", type=int, default=5, metavar="J",
                    help="spline coefficients of the latent curve fitted through the posteriors from the first "
                         "spectral coordinate; each particle's place on it is curve_coordinate.npy (default 5: "
-                        "a stiff curve for one motion; 0: none)")
+                        "a stiff curve for one motion; 0: none; it starts from the spectral coordinates, so "
+                        "--spectral-components 0 skips it too)")
     p.add_argument("--shared-halves", dest="cross_halves", action="store_false",
                    help="take every image's posterior from the model of all particles (default: from the other "
                         "half set's model, which keeps the components from fitting the images' own noise)")
