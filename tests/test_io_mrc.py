@@ -75,3 +75,40 @@ def test_fixture_stack_with_odd_header(fixtures_dir: Path) -> None:
     with open_stack(fixtures_dir / "relion31.mrcs") as st:
         assert st.shape == (5, 256, 256)
         assert np.isfinite(st[4]).all()
+
+
+def test_read_frames_matches_memory_map(tmp_path: Path, fixtures_dir: Path) -> None:
+    imgs = np.random.default_rng(1).normal(size=(9, 6, 6)).astype(np.float32)
+    p = write_mrc(tmp_path / "s.mrcs", imgs, apix=1.0)
+    frames = [7, 2, 3, 4, 0, 3, 8]  # out of order, a run, a repeat
+    with open_stack(p) as st:
+        np.testing.assert_array_equal(st.read_frames(frames), imgs[frames])
+        assert st.read_frames([]).shape == (0, 6, 6)
+    with open_stack(fixtures_dir / "relion31.mrcs") as st:  # a stack written by RELION
+        np.testing.assert_array_equal(st.read_frames([4, 0, 1]), st[[4, 0, 1]])
+
+
+def test_read_frames_other_modes_extended_header_and_byte_order(tmp_path: Path) -> None:
+    imgs = np.arange(4 * 3 * 3).reshape(4, 3, 3)
+    for dtype in (np.dtype("<f2"), np.dtype(">f4"), np.dtype("<i2")):
+        p = tmp_path / f"s_{dtype.str[1:]}.mrcs"
+        with mrcfile.new(p) as m:
+            m.set_extended_header(np.zeros(10, dtype=[("x", "<i4")]))
+            m.set_data(imgs.astype(dtype))
+            m.set_image_stack()
+        with open_stack(p) as st:
+            got = st.read_frames([3, 1, 2])
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, imgs[[3, 1, 2]].astype(np.float32))
+
+
+def test_read_frames_on_truncated_stack_is_input_error(tmp_path: Path) -> None:
+    p = write_mrc(tmp_path / "s.mrcs", np.ones((4, 8, 8)), apix=1.0)
+    st = open_stack(p)
+    try:
+        with open(p, "r+b") as f:
+            f.truncate(p.stat().st_size - 100)
+        with pytest.raises(InputError, match="truncated"):
+            st.read_frames([3])
+    finally:
+        st.close()

@@ -17,7 +17,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import mrcfile
 import numpy as np
@@ -147,7 +147,10 @@ class MrcStack:
     """A memory-mapped, read-only image stack ``[n, y, x]``.
 
     Indexing returns float32 copies; pixel data are read from disk only for
-    the frames asked for. Use as a context manager or call :meth:`close`.
+    the frames asked for. :meth:`read_frames` reads with positioned reads
+    instead of through the map, so a pass over a stack larger than memory does
+    not leave its pages resident in the process. Use as a context manager or
+    call :meth:`close`.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -161,6 +164,8 @@ class MrcStack:
             raise InputError(f"{self.path} is not an image stack (data shape {data.shape}); pass a 2D stack")
         self.data: np.ndarray = data
         self.apix: float = _apix_from(self._mrc, self.path)
+        self._offset = 1024 + int(self._mrc.header.nsymbt)
+        self._fd: int | None = os.open(self.path, os.O_RDONLY)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -173,15 +178,53 @@ class MrcStack:
     def __getitem__(self, index: Any) -> np.ndarray:
         return np.asarray(self.data[index], dtype=np.float32).copy()
 
+    def read_frames(self, frames: np.ndarray | Sequence[int]) -> np.ndarray:
+        """Frames ``frames`` (0-based, any order, in range) as float32 ``[len(frames), ny, nx]``.
+
+        Runs of consecutive frames are read in one positioned read each.
+        """
+        fr = np.asarray(frames, dtype=np.int64).reshape(-1)
+        _, ny, nx = self.shape
+        out = np.empty((fr.size, ny, nx), dtype=np.float32)
+        if fr.size == 0:
+            return out
+        if self._fd is None:
+            raise ValueError(f"{self.path} is closed")
+        order = np.argsort(fr, kind="stable")
+        srt = fr[order]
+        breaks = np.flatnonzero(np.diff(srt) != 1) + 1
+        frame_bytes = ny * nx * self.data.dtype.itemsize
+        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, srt.size]):
+            first, count = int(srt[lo]), int(srt[hi - 1] - srt[lo] + 1)
+            buf = _pread_exact(self._fd, count * frame_bytes, self._offset + first * frame_bytes, self.path)
+            block = np.frombuffer(buf, dtype=self.data.dtype).reshape(count, ny, nx)
+            out[order[lo:hi]] = block[srt[lo:hi] - first]
+        return out
+
     def close(self) -> None:
-        """Release the memory map."""
+        """Release the memory map and the file."""
         self._mrc.close()
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "MrcStack":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pread_exact(fd: int, n: int, offset: int, path: Path) -> bytes:
+    """``n`` bytes at ``offset`` of ``fd``; InputError if the file ends first."""
+    parts, got = [], 0
+    while got < n:
+        chunk = os.pread(fd, n - got, offset + got)
+        if not chunk:
+            raise InputError(f"{path} ends before its header says; the stack is truncated, write it again")
+        parts.append(chunk)
+        got += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def open_stack(path: str | os.PathLike) -> MrcStack:

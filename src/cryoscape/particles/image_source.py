@@ -277,12 +277,7 @@ class StackImageSource(ImageSource):
                     f"{stack.path} holds {nx}×{ny} px images but other stacks hold {out.shape[2]}×{out.shape[1]} px;"
                     " rescale them to one box size first"
                 )
-            lo = int(fr[0])
-            if np.array_equal(fr, np.arange(lo, lo + fr.size)):
-                out[sel] = stack.data[lo : lo + fr.size]  # one contiguous read
-            else:
-                order = np.argsort(fr, kind="stable")  # sequential access through the file
-                out[sel[order]] = stack.data[fr[order]]
+            out[sel] = stack.read_frames(fr)  # positioned reads: no pages left resident in the process
         assert out is not None
         return out
 
