@@ -49,6 +49,33 @@ def test_diffusion_map_eigenpairs_match_a_dense_markov_matrix():
         np.testing.assert_allclose(P @ dm.eigenvectors[:, j], dm.eigenvalues[j] * dm.eigenvectors[:, j], atol=1e-8)
 
 
+def test_landmark_extension_reproduces_the_eigen_equation():
+    """A point that duplicates a landmark has that landmark's kernel row, so its Nyström value
+    ``λ⁻¹ Σ_l P(x, l) ψ(l)`` must equal ``ψ`` at the landmark (``P ψ = λ ψ``) on a full graph."""
+    pts, _ = _arc(150, 0.02, seed=5)
+    z = np.vstack([pts, pts])
+    dm = diffusion_map(z, 3, n_neighbors=199, alpha=0.5, epsilon=0.05, max_points=200)
+    assert dm.landmarks is not None and dm.landmarks.size == 200
+    is_land = np.zeros(300, bool)
+    is_land[dm.landmarks] = True
+    twin = (np.arange(300) + 150) % 300
+    probe = np.flatnonzero(~is_land & is_land[twin])
+    assert probe.size > 20
+    np.testing.assert_allclose(dm.eigenvectors[probe], dm.eigenvectors[twin[probe]], atol=1e-8)
+    np.testing.assert_allclose(np.mean(dm.eigenvectors ** 2, axis=0), 1.0, rtol=1e-8)
+
+
+def test_landmark_map_agrees_with_the_direct_one():
+    pts, t = _arc(3000, 0.01, seed=2)
+    direct = diffusion_map(pts, 2, n_neighbors=12)
+    assert direct.landmarks is None
+    lm = diffusion_map(pts, 2, n_neighbors=12, max_points=800)
+    assert lm.coordinates.shape == (3000, 2)
+    assert abs(np.corrcoef(lm.coordinates[:, 0], direct.coordinates[:, 0])[0, 1]) > 0.99
+    assert abs(spearmanr(lm.coordinates[:, 0], t).statistic) > 0.99
+    np.testing.assert_allclose(lm.eigenvalues[0], direct.eigenvalues[0], atol=0.02)
+
+
 def test_diffusion_map_errors():
     with pytest.raises(InputError, match="n_neighbors"):
         diffusion_map(np.random.default_rng(0).standard_normal((10, 2)), 2, n_neighbors=10)
@@ -56,6 +83,8 @@ def test_diffusion_map_errors():
         diffusion_map(np.array([[0.0], [np.nan], [1.0], [2.0]]), 1, n_neighbors=2)
     with pytest.raises(InputError, match="bandwidth"):
         diffusion_map(np.zeros((20, 2)), 2, n_neighbors=3)
+    with pytest.raises(InputError, match="max_points"):
+        diffusion_map(np.random.default_rng(0).standard_normal((50, 2)), 2, n_neighbors=15, max_points=15)
 
 
 def _blob(D: int, centre, sigma: float) -> np.ndarray:

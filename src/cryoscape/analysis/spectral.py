@@ -29,6 +29,16 @@ Diffusion map (:func:`diffusion_map`)
    normalised to unit mean square over the points and signed so that its
    largest-magnitude entry is positive.
 
+Large sets (``N > max_points``): steps 1–4 run on ``max_points`` landmarks drawn
+at random (seeded), and every other point gets the Nyström extension of the
+landmarks' eigenvectors, ``ψ_j(x) = λ_j⁻¹ Σ_l P(x, l) ψ_j(l)``, with
+``P(x, l) ∝ K(x, l) / q_l^α`` over the ``n_neighbors`` nearest landmarks of ``x``
+(the same kernel and bandwidth; the row sums to 1). This is the eigen-equation
+``P ψ = λ ψ`` read at a new point, so it reproduces the landmarks' own values up
+to the graph's symmetrisation. It bounds the memory and time of the sparse
+shift-invert solve, whose factorisation fill-in grows much faster than ``N``
+(100 000 points in 4 dimensions: 18 GB and 40 min; 20 000: seconds).
+
 Spectral volumes (:func:`spectral_volumes`)
 -------------------------------------------
 With the coordinates ``ψ_i`` fixed, ``W = (W_0, .., W_K)`` minimises
@@ -71,6 +81,11 @@ class DiffusionMap:
     n_neighbors: int
     alpha: float
     diffusion_time: float
+    landmarks: np.ndarray | None = None
+
+
+#: Default largest number of points solved directly; larger sets use landmarks (see the module docstring).
+MAX_POINTS = 20_000
 
 
 def _points(latents) -> np.ndarray:
@@ -111,7 +126,7 @@ def _knn_kernel(z: np.ndarray, k: int, epsilon: float | None, scale: float):
 
 def diffusion_map(latents, n_components: int = 2, *, n_neighbors: int = 15, alpha: float = 1.0,
                   epsilon: float | None = None, bandwidth_scale: float = 1.0, diffusion_time: float = 1.0,
-                  seed: int = 0) -> DiffusionMap:
+                  seed: int = 0, max_points: int | None = MAX_POINTS) -> DiffusionMap:
     """Diffusion-map embedding of per-particle coordinates (see the module docstring).
 
     Args:
@@ -119,9 +134,12 @@ def diffusion_map(latents, n_components: int = 2, *, n_neighbors: int = 15, alph
         n_components: non-trivial eigenvectors to return (``< N − 1``).
         n_neighbors: graph degree (``< N``). alpha: density normalisation in ``[0, 1]``.
         epsilon: kernel bandwidth (latent units²); None uses the median rule times
-            ``bandwidth_scale``. diffusion_time: ``t``. seed: starting vector of ``eigsh``.
+            ``bandwidth_scale``. diffusion_time: ``t``. seed: starting vector of ``eigsh``
+            and the landmark draw.
+        max_points: above this many points, solve on this many random landmarks and
+            extend to the rest (Nyström); None always solves directly.
     Returns:
-        :class:`DiffusionMap`.
+        :class:`DiffusionMap` (``landmarks``: the landmark indices, or None when solved directly).
     """
     from scipy.sparse import diags
     from scipy.sparse.linalg import eigsh
@@ -134,6 +152,14 @@ def diffusion_map(latents, n_components: int = 2, *, n_neighbors: int = 15, alph
         raise InputError(f"n_components is {n_components}; it must lie in [1, {n - 2}] for {n} points")
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"alpha is {alpha}; use a value in [0, 1]")
+    if max_points is not None and max_points <= max(n_neighbors, n_components + 1):
+        raise InputError(f"max_points is {max_points}; use more than n_neighbors ({n_neighbors}) "
+                         f"and n_components + 1, or None")
+    landmarks = None
+    if max_points is not None and n > max_points:
+        landmarks = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+        z_all, z = z, z[landmarks]
+        n = z.shape[0]
     K, eps = _knn_kernel(z, n_neighbors, epsilon, bandwidth_scale)
     q = np.asarray(K.sum(axis=1)).reshape(-1)
     Ka = diags(q ** -alpha) @ K @ diags(q ** -alpha)
@@ -147,11 +173,36 @@ def diffusion_map(latents, n_components: int = 2, *, n_neighbors: int = 15, alph
     order = np.argsort(vals)[::-1]
     vals, vecs = vals[order][1:], vecs[:, order][:, 1:]
     psi = vecs / np.sqrt(d)[:, None]
+    if landmarks is not None:
+        psi = _nystrom(z_all, landmarks, z, psi, vals, q ** -alpha, n_neighbors, eps)
     psi = psi / np.sqrt(np.mean(psi ** 2, axis=0))[None, :]
     sign = np.sign(psi[np.argmax(np.abs(psi), axis=0), np.arange(psi.shape[1])])
     psi = psi * np.where(sign == 0, 1.0, sign)[None, :]
     coords = psi * (np.clip(vals, 0.0, None) ** diffusion_time)[None, :]
-    return DiffusionMap(coords, psi, vals, eps, int(n_neighbors), float(alpha), float(diffusion_time))
+    return DiffusionMap(coords, psi, vals, eps, int(n_neighbors), float(alpha), float(diffusion_time), landmarks)
+
+
+def _nystrom(z_all: np.ndarray, landmarks: np.ndarray, z_land: np.ndarray, psi_land: np.ndarray,
+             vals: np.ndarray, inv_density: np.ndarray, k: int, epsilon: float,
+             chunk: int = 50_000) -> np.ndarray:
+    """``[N, K]`` eigenvectors: the landmarks' own rows, the Nyström extension
+    ``λ_j⁻¹ Σ_l P(x, l) ψ_j(l)`` elsewhere (``P(x, ·)`` over ``x``'s ``k`` nearest
+    landmarks, weights ``exp(−d²/ε) · inv_density_l`` normalised to sum 1)."""
+    from scipy.spatial import cKDTree
+
+    out = np.empty((z_all.shape[0], psi_land.shape[1]))
+    out[landmarks] = psi_land
+    rest = np.setdiff1d(np.arange(z_all.shape[0]), landmarks)
+    tree = cKDTree(z_land)
+    lam = np.where(np.abs(vals) > 1e-12, vals, 1e-12)
+    for a in range(0, rest.size, chunk):
+        idx = rest[a:a + chunk]
+        dist, nb = tree.query(z_all[idx], k=k)
+        d2 = dist ** 2
+        w = np.exp(-(d2 - d2[:, :1]) / epsilon) * inv_density[nb]  # the nearest term is exp(0): no underflow
+        w /= w.sum(axis=1, keepdims=True)
+        out[idx] = np.einsum("nk,nkj->nj", w, psi_land[nb]) / lam[None, :]
+    return out
 
 
 @dataclass

@@ -331,7 +331,8 @@ def _spectral(run: Any, ps: Any, result: Any, s: PCASettings, mask: Any) -> tupl
     files += [write_mrc(run.path / spectral_map_name(j), v, apix, force=True)
               for j, v in enumerate(sv.volumes, start=1)]
     info = {"diffusion_eigenvalues": np.asarray(dm.eigenvalues, dtype=np.float64),
-            "diffusion_epsilon": float(dm.epsilon)}
+            "diffusion_epsilon": float(dm.epsilon),
+            "diffusion_landmarks": None if dm.landmarks is None else int(dm.landmarks.size)}
     curve_files, curve_info = _curve(run, result, s, dm.coordinates[:, 0])
     return files + curve_files, {**info, **curve_info}
 
