@@ -3,7 +3,7 @@
 
 1. Builds (or reuses) the ``adk-1d`` benchmark dataset resized to
    ``--n-particles`` images at ``--box`` px (the field of view is kept, so
-   the pixel size is 1.5 Å × 64 / box) in ``bench_out/pca_scale`` with
+   the pixel size is 1.5 Å × 64 / box) in ``bench_out/pca_scale/data_N_BOX`` with
    ``cryoscape.bench.datasets.build_dataset``.
 2. Runs ``cryoscape fit pca`` on it in a child process (``--iterations``
    EM passes, default 1: the memory of a pass does not grow with the number
@@ -47,7 +47,7 @@ def build(args: argparse.Namespace) -> tuple[Path, float | None]:
     from cryoscape.bench.datasets import build_dataset
 
     t0 = time.perf_counter()
-    ds = build_dataset("adk-1d", args.workdir / "data", n_particles=args.n_particles, box=args.box, progress=False)
+    ds = build_dataset("adk-1d", args.workdir / f"data_{args.n_particles}_{args.box}", n_particles=args.n_particles, box=args.box, progress=False)
     return Path(ds.star_path), (time.perf_counter() - t0) if ds.built else None
 
 
