@@ -229,6 +229,13 @@ def test_more_components_than_particles_is_refused(sim, tmp_path, capsys):
     _one_line_error(capsys, "components", str(N))
 
 
+def test_bad_latent_resolution_is_refused(sim, tmp_path, capsys):
+    assert main(["fit", "pca", str(sim.star_path), "-o", str(tmp_path / "r"), "--components", "2",
+                 "--latent-resolution", "-8"]) == 2
+    _one_line_error(capsys, "--latent-resolution", "positive")
+    assert not (tmp_path / "r").exists()
+
+
 def test_existing_run_needs_force_and_finished_resume_asks_for_more_iterations(run, sim, capsys):
     before = (run / "latents.npy").read_bytes()
     assert main(["fit", "pca", str(sim.star_path), "-o", str(run), "--components", "2"]) == 2

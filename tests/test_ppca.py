@@ -102,6 +102,51 @@ def test_estep_matches_dense_operator():
         np.testing.assert_allclose(post.cov[i].numpy(), np.linalg.inv(lam), rtol=1e-5, atol=1e-10)
 
 
+def test_resolution_limited_estep_matches_dense_low_pass():
+    """With a resolution limit the E-step sees only frequencies up to it: the dense reference
+    projects images and operator onto those frequencies (a real orthogonal projector)."""
+    D, B, K, apix, res_A = 8, 3, 2, 4.0, 10.0
+    rng = np.random.default_rng(4)
+    R = Rotation.random(B, random_state=4).as_matrix()
+    shifts = rng.uniform(-3, 3, (B, 2))
+    ctf = _ctf(B, rng)
+    mean, comps = rng.standard_normal((D, D, D)), rng.standard_normal((K, D, D, D))
+    model = LinearHyperMolecule(torch.as_tensor(mean), torch.as_tensor(comps))
+    images = rng.standard_normal((B, D, D))
+    a, s2_px = np.array([0.8, 1.0, 1.2]), 0.5
+    Ct = {k: torch.as_tensor(v) for k, v in ctf.items()}
+    h = frequency_weights(D, apix, res_A, dtype=torch.float64)
+    assert 0 < int((h > 0).sum()) < h.numel()
+    terms = image_terms(model, torch.as_tensor(images), torch.as_tensor(R), torch.as_tensor(shifts), Ct, apix, h)
+    post = posterior(terms["C"], terms["d"], torch.as_tensor(a), s2_px * D * D)
+
+    n = np.fft.fftfreq(D) * D
+    keep = np.sqrt(n[:, None] ** 2 + n[None, :] ** 2) / (D * apix) <= 1.0 / res_A
+    low = lambda x: np.fft.ifft2(np.fft.fft2(x.reshape(*x.shape[:-1], D, D), axes=(-2, -1)) * keep,
+                                 axes=(-2, -1)).real.reshape(x.shape)
+    A = _dense_operator(D, R, shifts, ctf, apix)  # [B, D², D³]
+    for i in range(B):
+        G = low((A[i] @ comps.reshape(K, -1).T).T).T  # [D², K] low-passed component images
+        m = low(A[i] @ mean.reshape(-1))
+        y = low(images[i].reshape(-1))
+        lam = np.eye(K) + a[i] ** 2 * G.T @ G / s2_px
+        mu = np.linalg.solve(lam, a[i] * G.T @ (y - a[i] * m) / s2_px)
+        np.testing.assert_allclose(post.precision[i].numpy(), lam, rtol=1e-5, atol=1e-8 * np.abs(lam).max())
+        np.testing.assert_allclose(post.mean[i].numpy(), mu, rtol=1e-5, atol=1e-8 * np.abs(mu).max())
+
+
+def test_latents_from_low_resolution_still_recover_the_subspace():
+    ps, mean, comps, b, a = _ensemble(n=600, seed=2)
+    res = fit_ppca(ps, 2, n_iterations=8, ridge=1e-3, progress=False, latent_resolution_A=15.0)
+    m = default_mask(mean.shape[0]).reshape(-1)
+    truth = (comps.reshape(2, -1) * m).T
+    found = (res.model.components.numpy().reshape(2, -1) * m).T
+    assert np.degrees(subspace_angles(truth, found)).max() < 5.0
+    X = np.column_stack([res.latents, np.ones(len(b))])
+    pred = X @ np.linalg.lstsq(X, b, rcond=None)[0]
+    assert min(abs(np.corrcoef(pred[:, k], b[:, k])[0, 1]) for k in range(2)) > 0.95
+
+
 @pytest.fixture(scope="module")
 def ensemble_fit():
     ps, mean, comps, b, a = _ensemble(n=1200)

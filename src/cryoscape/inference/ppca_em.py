@@ -679,6 +679,7 @@ def fit_ppca(particles, n_components: int, n_iterations: int = 20, mask=None,
              batch_size: int = 256, oversampling: int = 2, device: str | torch.device = "cpu",
              dtype: torch.dtype = torch.float32, initial_components=None,
              start_state: Mapping | None = None, fsc_filter: bool = True, cross_halves: bool = True,
+             latent_resolution_A: float | None = None,
              on_iteration: Callable[[int, dict], None] | None = None) -> PPCAResult:
     """Fit ``V_i = X0 + Σ_k b_ik X_k`` to a posed particle set by EM (see the module docstring).
 
@@ -719,6 +720,11 @@ def fit_ppca(particles, n_components: int, n_iterations: int = 20, mask=None,
             The last iteration's curves are in :attr:`PPCAResult.half_set_fsc`.
         cross_halves: with the filter, keep one model per half set and take each
             image's posterior from the other half's model (see the module docstring).
+        latent_resolution_A: infer the latents (E-step: posteriors, contrasts, noise
+            variance, objective) from frequencies up to this resolution (Å) only; the
+            M-step still uses every frequency up to ``resolution_limit_A``, so the
+            principal volumes at finer resolution are what moves with the latents
+            read at coarser resolution. None: the same frequencies as the M-step.
         on_iteration: called after every iteration with ``(iterations done, state)``;
             ``state`` holds tensors and floats only (volumes, noise variance,
             contrasts, posteriors, objective), so it can be saved with
@@ -743,7 +749,7 @@ def fit_ppca(particles, n_components: int, n_iterations: int = 20, mask=None,
                  "contrast": torch.ones(n, dtype=dtype, device=device), "s2": None,
                  "contrast_std": CONTRAST_PRIOR_STD if contrast_prior_std is None else float(contrast_prior_std)}
         objective, first = [], 0
-    h = frequency_weights(D, apix, resolution_limit_A, device, dtype)
+    h = frequency_weights(D, apix, _coarser_limit(resolution_limit_A, latent_resolution_A), device, dtype)
     n_coeff = float(h.sum())
     halves = cross = None
     if fsc_filter:
@@ -781,6 +787,12 @@ def fit_ppca(particles, n_components: int, n_iterations: int = 20, mask=None,
     result.half_set_fsc = curves
     result.contrast_prior_std = float(state["contrast_std"]) if estimate_contrast else 0.0
     return result
+
+
+def _coarser_limit(a: float | None, b: float | None) -> float | None:
+    """The coarser of two resolution limits in Å (None: no limit)."""
+    limits = [x for x in (a, b) if x is not None]
+    return max(limits) if limits else None
 
 
 def _copy_model(model: LinearHyperMolecule) -> LinearHyperMolecule:

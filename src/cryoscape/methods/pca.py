@@ -122,7 +122,9 @@ class PCASettings:
     contrast_warmup, use_ctf, oversampling: see :func:`~cryoscape.inference.ppca_em.fit_ppca`;
     batch_size: images per batch; device: ``"cpu"`` or ``"cuda"``; fsc_filter: filter the
     mean and each component by its half-set FSC in every M-step (else the ridge alone);
-    cross_halves: with the filter, each half set's posteriors from the other half's model.
+    cross_halves: with the filter, each half set's posteriors from the other half's model;
+    latent_resolution_A: infer the latents from frequencies up to this resolution (Å)
+    only, the volumes from all (None: all for both).
     """
 
     components: int
@@ -146,6 +148,7 @@ class PCASettings:
     device: str = "cpu"
     fsc_filter: bool = True
     cross_halves: bool = True
+    latent_resolution_A: float | None = None
 
     def check(self) -> None:
         """One-line :class:`InputError` for impossible values (before any work)."""
@@ -157,6 +160,8 @@ class PCASettings:
             raise InputError(f"--batch-size must be at least 1; got {self.batch_size}")
         if self.resolution_limit_A is not None and not self.resolution_limit_A > 0:
             raise InputError(f"--resolution-limit must be a positive length in Å; got {self.resolution_limit_A}")
+        if self.latent_resolution_A is not None and not self.latent_resolution_A > 0:
+            raise InputError(f"--latent-resolution must be a positive length in Å; got {self.latent_resolution_A}")
         if self.downsample is not None and (self.downsample < 8 or self.downsample % 2):
             raise InputError(f"--downsample {self.downsample} must be an even box of at least 8 px")
         if self.init not in INIT_CHOICES:
@@ -460,6 +465,7 @@ def run_pca(
     device: str = "cpu",
     fsc_filter: bool = True,
     cross_halves: bool = True,
+    latent_resolution_A: float | None = None,
     force: bool = False,
     resume: bool = False,
     progress: bool = True,
@@ -482,6 +488,8 @@ def run_pca(
         fsc_filter: filter the mean and each component by its half-set FSC in
             every M-step (default; False: the ridge alone). cross_halves: with the
             filter, take each half set's posteriors from the other half's model (default).
+        latent_resolution_A: infer the latents from frequencies up to this resolution (Å)
+            only; the volumes use every frequency (None: the latents too).
         force: overwrite an earlier run in ``out_dir``. resume: continue the run in
             ``out_dir`` from its newest checkpoint (see the module docstring).
         progress: progress bars.
@@ -494,7 +502,8 @@ def run_pca(
 
     s = PCASettings(components, iterations, "auto" if mask is None else str(mask), resolution_limit_A, downsample,
                     seed, init=init, spectral_components=spectral_components, curve_basis=curve_basis,
-                    batch_size=batch_size, device=device, fsc_filter=fsc_filter, cross_halves=cross_halves)
+                    batch_size=batch_size, device=device, fsc_filter=fsc_filter, cross_halves=cross_halves,
+                    latent_resolution_A=latent_resolution_A)
     s.check()
     root = Path(out_dir).expanduser()
     if force and resume:
@@ -522,7 +531,7 @@ def run_pca(
                           estimate_contrast=s.estimate_contrast, contrast_warmup=s.contrast_warmup,
                           use_ctf=s.use_ctf, batch_size=batch_size, oversampling=s.oversampling, device=device,
                           initial_components=init, start_state=start_state, fsc_filter=s.fsc_filter,
-                          cross_halves=s.cross_halves,
+                          cross_halves=s.cross_halves, latent_resolution_A=s.latent_resolution_A,
                           on_iteration=checkpoint)
     elapsed = time.perf_counter() - start
     if resume:
