@@ -104,9 +104,10 @@ def _add_pca(methods: argparse._SubParsersAction) -> None:
                         "mask derived from the consensus map, reconstructed from half sets with their FSC's Wiener filter)")
     p.add_argument("--resolution-limit", type=float, metavar="Å",
                    help="ignore frequencies finer than this resolution in Å (default: up to Nyquist)")
-    p.add_argument("--latent-resolution", type=float, metavar="Å",
+    p.add_argument("--latent-resolution", type=float, default=8.0, metavar="Å",
                    help="infer each particle's coordinates from frequencies up to this resolution in Å only; the "
-                        "volumes still use every frequency (default: all frequencies for both)")
+                        "volumes still use every frequency (default 8; 0: every frequency for both). Finer "
+                        "variation that is not low-rank otherwise pulls the coordinates away from the motion")
     p.add_argument("--downsample", type=int, metavar="BOX", help="Fourier-crop the images to this even box first")
     p.add_argument("--datadir", metavar="DIR", help="folder holding the particle stacks, if the file's paths do not resolve")
     p.add_argument("--seed", type=int, default=0, help="seed of a random start (default 0)")
@@ -233,7 +234,7 @@ def _run_pca(args: argparse.Namespace) -> int:
                   seed=args.seed, init=args.init, spectral_components=args.spectral_components,
                   curve_basis=args.curve_basis, batch_size=args.batch_size, device=args.device,
                   fsc_filter=args.fsc_filter, cross_halves=args.cross_halves,
-                  latent_resolution_A=args.latent_resolution, force=args.force,
+                  latent_resolution_A=args.latent_resolution or None, force=args.force,
                   resume=args.resume, progress=not args.no_progress)
     r, run_dir = out.result, out.run
     print(f"particles: {len(r.latents)}; box {run_dir.box} px, {run_dir.apix:.4g} Å/px; "
