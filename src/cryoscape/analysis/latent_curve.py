@@ -44,7 +44,8 @@ curve's ``points`` ``c(s_m)`` (latent points: volumes along the motion come
 from any method's decoder at them).
 
 A few coefficients keep the curve stiff. PPCA posteriors of adk-1d (20 000
-particles, box 64, K = 4, ``cryoscape fit pca`` defaults), curve started from
+particles, box 64, K = 4, ``cryoscape fit pca`` with the latents inferred from
+every frequency, ``--latent-resolution 0``), curve started from
 the first diffusion coordinate of the prior-whitened latents: at SNR 0.05
 (start 0.949) the |Spearman| of the position against the true frame is 0.949,
 0.951, 0.951, 0.950 and 0.949 with 4, 5, 6, 8 and 10 coefficients (``κ`` 1.4–1.5;
