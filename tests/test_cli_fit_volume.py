@@ -57,6 +57,7 @@ def test_fit_writes_every_file(run):
     assert cfg["data"]["particles"].endswith("particles.star")
     p = cfg["params"]
     assert (p["components"], p["iterations"], p["seed"], p["downsample"], p["mask"]) == (2, 5, 0, None, "auto")
+    assert p["latent_resolution_A"] == 8.0
     for name in ("mask.mrc", "consensus.mrc", "consensus_half1.mrc", "consensus_fsc.json"):
         assert (run / name).is_file(), name
     mask, _ = _mrc(run / "mask.mrc")
@@ -66,6 +67,7 @@ def test_fit_writes_every_file(run):
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["covariance_eigenvalues"]) == 2 and metrics["covariance_eigenvalues"][0] > 0
     assert np.load(run / "spectral_coordinates.npy").shape == (N, 2)
+    assert metrics["diffusion_landmarks"] is None  # a small set: solved directly
     for name in ("spectral_mean.mrc", "spectral_volume_01.mrc", "spectral_volume_02.mrc"):
         assert (run / name).is_file(), name
     assert len(metrics["diffusion_eigenvalues"]) == 2

@@ -28,8 +28,9 @@ and K principal volumes, each particle's latent posterior (mean and
 covariance) and contrast, and the noise variance. By default the consensus map
 is reconstructed first (half sets, Wiener filter from their FSC), a solvent
 mask is derived from it, and EM starts from the top principal volumes of the
-low-resolution covariance (Katsevich-Singer least squares at 15 A). After the
-fit, a diffusion map of the latents gives spectral coordinates
+low-resolution covariance (Katsevich-Singer least squares at 15 A). Each
+particle's latents are inferred from frequencies up to 8 A (--latent-resolution);
+the volumes use every frequency. After the fit, a diffusion map of the latents gives spectral coordinates
 (spectral_coordinates.npy) and the spectral volumes regressed on them, and a
 smooth curve fitted through the latent posteriors from the first spectral
 coordinate gives each particle's place along one motion (curve_coordinate.npy,
