@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from typing import Sequence
+import warnings
+from contextlib import contextmanager
+from typing import Iterator, Sequence, TextIO
 
 from cryoscape.errors import CryoscapeError
 
@@ -48,8 +51,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _note_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """Print a warning as one line ``cryoscape: note: <message>``, without its source file and line."""
+    stream = sys.stderr if file is None else file
+    text = " ".join(str(message).split())
+    try:
+        stream.write(f"cryoscape: note: {text}\n")
+    except (OSError, ValueError):  # stderr closed or gone: the note is lost, the run goes on
+        pass
+
+
+@contextmanager
+def warnings_as_notes() -> Iterator[None]:
+    """Within the block, show each warning that reaches the user as one ``cryoscape: note:`` line.
+
+    Warnings keep Python's own form (category, file and source line) when the
+    user set ``PYTHONWARNINGS``, so that they can still be traced or filtered.
+    The previous ``warnings.showwarning`` is restored on exit.
+    """
+    if os.environ.get("PYTHONWARNINGS"):
+        yield
+        return
+    previous = warnings.showwarning
+    warnings.showwarning = _note_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; user errors print one line and return 2."""
+    """Entry point; user errors print one line and return 2, warnings one ``cryoscape: note:`` line each."""
+    with warnings_as_notes():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run the chosen sub-command."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
