@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from cryoscape.analysis.run_particles import run_particles
 from cryoscape.errors import InputError, OutputExistsError
 from cryoscape.io.mrc import write_mrc
 from cryoscape.io.run_dir import RunDirectory, capture_rng_state, restore_rng_state, to_plain
@@ -313,13 +314,21 @@ def test_analysis_dir_on_demand(tmp_path: Path) -> None:
 def test_particles_relative_then_absolute_then_clear_error(tmp_path: Path) -> None:
     star = _particles(tmp_path / "proj" / "data")
     RunDirectory.create(tmp_path / "proj" / "run", "pca", _config(particles=star))
-    ps = RunDirectory.open(tmp_path / "proj" / "run").particles()
+    ps = run_particles(RunDirectory.open(tmp_path / "proj" / "run"))
     assert len(ps) == N and ps.box == D
     shutil.move(tmp_path / "proj", tmp_path / "moved")  # found through the relative path
-    assert len(RunDirectory.open(tmp_path / "moved" / "run").particles()) == N
+    assert len(run_particles(RunDirectory.open(tmp_path / "moved" / "run"))) == N
     shutil.move(tmp_path / "moved" / "data", tmp_path / "elsewhere")
     run = RunDirectory.open(tmp_path / "moved" / "run")
     with pytest.raises(InputError) as exc:
-        run.particles()
+        run_particles(run)
     assert "--particles" in _one_line(exc)
-    assert len(run.particles(particles=tmp_path / "elsewhere" / "particles.star")) == N
+    assert len(run_particles(run, particles=tmp_path / "elsewhere" / "particles.star")) == N
+
+
+def test_run_particles_refuses_a_file_with_another_particle_count(tmp_path: Path) -> None:
+    star = _particles(tmp_path / "data")
+    run = RunDirectory.create(tmp_path / "run", "pca", {**_config(particles=star), "n_particles": N + 1})
+    with pytest.raises(InputError) as exc:
+        run_particles(run)
+    assert f"{N} particles" in _one_line(exc) and str(N + 1) in _one_line(exc)
