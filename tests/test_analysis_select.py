@@ -13,6 +13,7 @@ import starfile
 from cryoscape.analysis.select import (
     export_selection,
     invert_selection,
+    project_image_names,
     read_index_file,
     select_by_cluster,
     select_by_region,
@@ -184,7 +185,8 @@ def test_export_star_keeps_columns_and_optics(star_set: ParticleSet, fixtures_di
     expect = o_parts.iloc[idx].reset_index(drop=True)
     cols = [c for c in o_parts.columns if c != "rlnImageName"]
     pd.testing.assert_frame_equal(parts[cols], expect[cols], check_dtype=False)
-    # image names are rewritten relative to the output folder but name the same frames of the same stacks
+    # image names are rewritten (relative to the current folder, or absolute: these stacks lie outside it)
+    # but name the same frames of the same stacks
     for new_name, old_name in zip(parts["rlnImageName"], expect["rlnImageName"]):
         (nf, npath), (of, opath) = new_name.split("@"), old_name.split("@")
         assert int(nf) == int(of)
@@ -290,3 +292,70 @@ def test_export_bad_selection(tmp_path: Path, name: str, indices: list, match: s
         export_selection(_array_set(), indices, tmp_path / name)
     _one_line_input_error(exc)
     assert not (tmp_path / name).exists()
+
+
+# ------------------------------------------------ image paths for RELION's project folder
+def _relion_project(root: Path) -> Path:
+    """A RELION-style project: two stacks in Extract/job003/Movies and a STAR naming them from the project folder."""
+    import mrcfile
+
+    movies = root / "Extract" / "job003" / "Movies"
+    movies.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        with mrcfile.new(movies / f"mic_{k}.mrcs") as m:
+            m.set_data(rng.standard_normal((4, 8, 8)).astype(np.float32))
+            m.voxel_size = 2.0
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"], "rlnImagePixelSize": [2.0],
+                           "rlnImageSize": [8], "rlnImageDimensionality": [2], "rlnVoltage": [300.0],
+                           "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1]})
+    names = [f"{f + 1:06d}@Extract/job003/Movies/mic_{k}.mrcs" for k in range(2) for f in range(4)]
+    parts = pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": [1] * 8,
+                          "rlnDefocusU": [15000.0] * 8, "rlnDefocusV": [14000.0] * 8, "rlnDefocusAngle": [10.0] * 8})
+    starfile.write({"optics": optics, "particles": parts}, movies.parent / "particles.star")
+    return movies.parent / "particles.star"
+
+
+def test_star_subset_in_a_subfolder_names_stacks_from_the_project_folder(tmp_path: Path, monkeypatch) -> None:
+    project = tmp_path / "project"
+    star = _relion_project(project)
+    monkeypatch.chdir(project)  # RELION and the user work in the project folder
+    particles = ParticleSet.from_file(star.relative_to(project), datadir=Path("."))
+    idx = np.array([6, 1, 4])
+    out = export_selection(particles, idx, Path("Select") / "job010" / "subset.star")
+    names = starfile.read(project / "Select" / "job010" / "subset.star", always_dict=True)["particles"]["rlnImageName"]
+    assert list(names) == ["000003@Extract/job003/Movies/mic_1.mrcs", "000002@Extract/job003/Movies/mic_0.mrcs",
+                           "000001@Extract/job003/Movies/mic_1.mrcs"]
+    for name in names:  # resolved as RELION resolves them: from the folder it runs in
+        assert (project / name.split("@")[1]).is_file()
+    back = ParticleSet.from_file(out, datadir=project)
+    np.testing.assert_array_equal(back.images.read(np.arange(3)), particles.images.read(idx))
+
+
+def test_star_subset_names_outside_stacks_absolutely(tmp_path: Path, monkeypatch) -> None:
+    project = tmp_path / "project"
+    star = _relion_project(project)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the stacks are not below the current folder
+    particles = ParticleSet.from_file(star, datadir=project)
+    out = export_selection(particles, [0, 5], elsewhere / "sub" / "subset.star")
+    names = list(starfile.read(out, always_dict=True)["particles"]["rlnImageName"])
+    stacks = [Path(n.split("@")[1]) for n in names]
+    assert all(p.is_absolute() and p.is_file() for p in stacks)
+    assert stacks == [(project / "Extract/job003/Movies/mic_0.mrcs").resolve(),
+                      (project / "Extract/job003/Movies/mic_1.mrcs").resolve()]
+    # an explicit project folder makes them project-relative again
+    rel = project_image_names(particles[np.array([0, 5])].images, project)
+    assert rel == ["000001@Extract/job003/Movies/mic_0.mrcs", "000002@Extract/job003/Movies/mic_1.mrcs"]
+
+
+def test_select_help_says_how_image_paths_are_written() -> None:
+    import argparse
+
+    from cryoscape.cli import select as select_cli
+
+    parser = select_cli.add_parser(argparse.ArgumentParser(prog="cryoscape").add_subparsers())
+    text = " ".join(parser.format_help().split())
+    assert "a stack below the project folder (--project, default: the current folder) is written relative to it" in text
+    assert "any other stack by its absolute path" in text

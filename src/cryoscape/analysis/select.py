@@ -3,7 +3,8 @@
 Select particles by cluster label, by a region of a 2D embedding, by a score
 (e.g. an outlier score) or from an index file, and write the selection as
 
-- a RELION ``.star`` subset (every original column and the optics table kept),
+- a RELION ``.star`` subset (every original column and the optics table kept;
+  image paths written for RELION's project folder, see :func:`project_image_names`),
 - a cryoSPARC ``.cs`` subset (the selected rows of the source ``.cs``),
 - a cryoDRGN index file ``.pkl`` (a pickled 1-D int64 ``np.ndarray``),
 - a plain ``.txt`` (one index per line) or ``.npy`` (int64) index list.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence
 
@@ -23,7 +25,9 @@ import numpy as np
 
 from cryoscape.errors import InputError
 from cryoscape.io import cryodrgn as _drgn
+from cryoscape.io import star as _star
 from cryoscape.io.atomic import atomic_path, check_output_path, write_text_atomic
+from cryoscape.particles.image_source import StackImageSource
 from cryoscape.particles.particle_set import ParticleSet
 
 if TYPE_CHECKING:
@@ -36,6 +40,7 @@ __all__ = [
     "read_index_file",
     "invert_selection",
     "export_selection",
+    "project_image_names",
     "INDEX_SUFFIXES",
     "EXPORT_SUFFIXES",
 ]
@@ -212,6 +217,47 @@ def read_index_file(path: str | os.PathLike, n: int | None = None) -> np.ndarray
 
 
 # ---------------------------------------------------------------------- export
+def _project_path(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` when it lies below it (as given, else after following links); absolute otherwise."""
+    plain = Path(os.path.abspath(path))
+    if plain.is_relative_to(Path(os.path.abspath(root))):
+        return plain.relative_to(os.path.abspath(root)).as_posix()
+    real = plain.resolve()
+    if real.is_relative_to(root.resolve()):
+        return real.relative_to(root.resolve()).as_posix()
+    return str(real)
+
+
+def project_image_names(images: StackImageSource, project_dir: str | os.PathLike | None = None) -> list[str]:
+    """RELION ``index@path`` image names (1-based frame) as RELION resolves them from its project folder.
+
+    RELION opens the stacks named in a STAR relative to the folder it runs in
+    (the project folder), wherever the STAR itself lies. So a stack below
+    ``project_dir`` (default: the current folder) is written relative to it,
+    e.g. ``000012@Extract/job007/Movies/mic_001.mrcs``; any other stack by its
+    absolute path, so the name resolves from every folder.
+    """
+    root = Path(os.getcwd() if project_dir is None else project_dir)
+    written = [_project_path(p, root) for p in images.paths]
+    return [f"{int(fr) + 1:06d}@{written[int(f)]}" for f, fr in zip(images.file_index, images.frame_index)]
+
+
+def _other_star_blocks(particles: ParticleSet) -> dict | None:
+    """The source STAR's extra data blocks (not optics or particles), kept when writing the subset."""
+    source = getattr(particles, "_source", None)
+    return source.other_blocks if source is not None and source.kind == "star" else None
+
+
+def _write_star(sub: ParticleSet, out: Path, project_dir: str | os.PathLike | None, force: bool) -> Path:
+    """Write the subset as a RELION ≥ 3.1 STAR with image names from :func:`project_image_names`."""
+    optics, rows = sub.star_tables()
+    if isinstance(sub.images, StackImageSource):
+        rows["rlnImageName"] = project_image_names(sub.images, project_dir)
+    if "rlnImageSize" not in optics.columns:
+        warnings.warn(f"{out}: box size unknown (stacks not found), so the optics table has no _rlnImageSize", stacklevel=3)
+    return _star.write_star(out, optics, rows, force=force, other_blocks=_other_star_blocks(sub))
+
+
 def _write_npy(path: Path, idx: np.ndarray, force: bool) -> Path:
     """Write ``idx`` as an int64 ``.npy`` atomically."""
     with atomic_path(path, force) as tmp:
@@ -226,12 +272,15 @@ def _write_txt(path: Path, idx: np.ndarray, force: bool) -> Path:
 
 
 def export_selection(
-    particles: ParticleSet, indices: np.ndarray | Sequence[int], out_path: str | os.PathLike, force: bool = False
+    particles: ParticleSet, indices: np.ndarray | Sequence[int], out_path: str | os.PathLike, force: bool = False,
+    project_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Write the selected particles (in the order given) to ``out_path``; the type follows the suffix.
 
     ``.star``: RELION subset keeping every original column and the optics
-    table; ``.cs``: the selected rows of the source ``.cs`` (the set must come
+    table, image paths relative to the RELION project folder ``project_dir``
+    (default: the current folder) for stacks below it and absolute for the
+    others (:func:`project_image_names`); ``.cs``: the selected rows of the source ``.cs`` (the set must come
     from one); ``.pkl``: cryoDRGN index file; ``.txt``: one index per line;
     ``.npy``: int64 array. Written atomically; an existing file is refused
     unless ``force``. Returns the output path.
@@ -249,7 +298,7 @@ def export_selection(
         )
     check_output_path(out, force)
     if suffix == ".star":
-        return Path(particles[idx].write_star(out, force=force))
+        return Path(_write_star(particles[idx], out, project_dir, force))
     if suffix == ".cs":
         return Path(particles[idx].write_cs(out, force=force))
     if suffix == ".pkl":

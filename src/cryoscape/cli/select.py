@@ -17,6 +17,15 @@ and write them as a RELION .star subset (all columns and the optics table
 kept), a cryoSPARC .cs subset, a cryoDRGN .pkl index file, or a .txt/.npy
 index list; the type follows the output's suffix.
 
+Image paths in a .star output (_rlnImageName, written as index@path) are
+for RELION, which opens them relative to the folder it runs in, the project
+folder, wherever the .star lies: a stack below the project folder (--project,
+default: the current folder) is written relative to it, e.g.
+000012@Extract/job007/Movies/mic_001.mrcs, any other stack by its absolute
+path. Run `cryoscape select` from the RELION project folder (or pass
+--project) and the subset can be written anywhere inside it; cryoscape
+commands reading it find the stacks with --datadir <project folder>.
+
 Clusters, embedding and scores are read from RUN/analysis when that analysis
 was made from the run's current latents (with the same k and seed), and are
 otherwise recomputed exactly as `cryoscape analyze` computes them (PCA
@@ -28,6 +37,7 @@ examples:
   cryoscape select runs/pca --cluster 3 -o cluster3.star
   cryoscape select runs/pca --outliers-above 3 --invert -o clean.star
   cryoscape select runs/pca --region -1 1 -0.5 2 -o region.pkl
+  cd /data/relion_project && cryoscape select runs/pca --cluster 3 -o Select/cryoscape/cluster3.star
 """
 
 
@@ -48,6 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=0, help="seed of k-means (default 0, as in analyze)")
     p.add_argument("--particles", type=Path, metavar="FILE", help="particle file, if it moved since the run")
     p.add_argument("--datadir", type=Path, metavar="DIR", help="folder holding the particle stacks")
+    p.add_argument("--project", type=Path, metavar="DIR",
+                   help="RELION project folder that .star image paths are written relative to (default: the current folder)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     return p
 
@@ -71,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.output, args.force)
     particles = run_dir.particles(datadir=args.datadir, particles=args.particles)
     idx = selection_indices(run_dir, criterion, args.invert, lambda msg: print(f"  {msg}", flush=True))
-    out = export_selection(particles, idx, args.output, force=args.force)
+    out = export_selection(particles, idx, args.output, force=args.force, project_dir=args.project)
     run_dir.log(f"select: {idx.size} of {len(particles)} particles -> {out}")
     print(f"selected {idx.size} of {len(particles)} particles; wrote {out}")
     return 0
