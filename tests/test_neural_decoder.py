@@ -13,7 +13,7 @@ from cryoscape.geometry.rotations import random_rotations
 from cryoscape.imaging import FourierProjector, extract_slices_half, padded_volume_ft
 from cryoscape.imaging._grid import slice_points
 from cryoscape.imaging.projector import half_to_full, half_to_image, image_to_half
-from cryoscape.inference.vae import _latent_jacobian, fit_points, rotation_correction
+from cryoscape.inference.vae import fit_points, rotation_correction
 from cryoscape.models.encoder import CNNEncoder, MLPEncoder
 from cryoscape.models.neural import (
     GaussianEncoding,
@@ -177,7 +177,7 @@ def test_latent_jacobian_matches_autograd() -> None:
     R = torch.as_tensor(random_rotations(2, np.random.default_rng(3)), dtype=torch.float32)
     z = torch.randn(2, 2)
     pts = fit_points(D, 0.6).fit
-    J = _latent_jacobian(m, R, z, pts)  # [B, P, d]
+    J = m.latent_jacobian(R, z, pts)  # [B, P, d]
     for b in range(2):
         f = lambda zz: torch.view_as_real(m.slice_half(R[b:b + 1], zz[None], points=pts)[0])
         ref = torch.autograd.functional.jacobian(f, z[b])  # [P, 2, d]

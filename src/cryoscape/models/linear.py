@@ -21,7 +21,8 @@ Layouts
 Both volumes are :class:`torch.nn.Parameter` s, frozen unless the model is
 built with ``trainable=True`` (or :meth:`requires_grad_` is called). When no
 gradient is needed the padded FTs of the ``d + 1`` volumes are computed once
-and cached until the volumes change (:meth:`set_volumes`); when one is, they
+and cached until the volumes change (:meth:`set_volumes`, or an in-place update
+such as an optimiser step: the cache is keyed on the tensors' versions); when one is, they
 are recomputed on every call so the gradient reaches the volumes.
 """
 
@@ -68,6 +69,7 @@ class LinearHyperMolecule(nn.Module):
         self._apix = float(apix)
         self.trainable = bool(trainable)
         self._fts: torch.Tensor | None = None
+        self._fts_key: tuple | None = None
         self.set_volumes(mean, components)
         ev = None if eigenvalues is None else _tensor(eigenvalues, self.mean.dtype, self.mean.device)
         self.register_buffer("eigenvalues", ev)
@@ -169,10 +171,12 @@ class LinearHyperMolecule(nn.Module):
         if self._needs_grad():
             vols = torch.cat([self.mean[None], self.components], dim=0)
             return torch.stack([padded_volume_ft(v, self.oversampling) for v in vols])
-        if self._fts is None:
+        key = (self.mean._version, self.components._version, self.mean.data_ptr(), self.components.data_ptr())
+        if self._fts is None or self._fts_key != key:
             with torch.no_grad():
                 vols = torch.cat([self.mean[None], self.components], dim=0)
                 self._fts = torch.stack([padded_volume_ft(v, self.oversampling) for v in vols])
+            self._fts_key = key
         return self._fts
 
     def component_slices(self, rotations, points: torch.Tensor | None = None) -> torch.Tensor:

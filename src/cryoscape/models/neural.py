@@ -44,19 +44,13 @@ output layer starts at zero, so training starts from ``V₀``.
 
 Positional encodings
 --------------------
-The MLP sees ``u = q / D`` (``|u| < 1/2`` inside the Nyquist sphere) through
+The MLP sees ``u = q / D`` through a positional encoding
+(:mod:`cryoscape.models.positional`: geometric or Gaussian random features).
 
-* :class:`GeometricEncoding`: ``sin(ω_l u_j), cos(ω_l u_j)`` for each axis ``j``
-  and ``L`` angular frequencies in geometric progression (survey Eqs. 9–10,
-  where the powers-of-two series is the case ratio 2);
-* :class:`GaussianEncoding`: random Fourier features ``sin(2π B u)``,
-  ``cos(2π B u)`` with ``B`` ``[F, 3]`` drawn from ``N(0, σ²)`` once (seeded)
-  and stored as a buffer, so a saved ``state_dict`` rebuilds the same map.
-
-A feature ``sin(2π r u)`` is the Fourier kernel of a point ``r`` pixels from the
-box centre, so frequencies are given as real-space distances in pixels
-(``ω = 2π r``): the encoding's largest distance sets how far from the centre
-the network can place density before the MLP's own harmonics.
+The decoder keeps the :class:`~cryoscape.models.representation.Representation`
+contract (``box``, ``apix``, ``latent_dim``, ``slice_half``,
+``latent_jacobian``, ``reference_slices``, ``volumes``, ``config``), so any
+gradient inference scheme fits it.
 
 Build a model from its plain-type description with :func:`build_decoder`
 (the same dict goes into a run's ``config.yaml``).
@@ -64,13 +58,13 @@ Build a model from its plain-type description with :func:`build_decoder`
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from cryoscape.geometry.fourier import ifftn_c
+from cryoscape.models.positional import ENCODINGS, GaussianEncoding, GeometricEncoding
 
 __all__ = [
     "GeometricEncoding",
@@ -82,61 +76,6 @@ __all__ = [
     "decoder_spec",
     "ENCODINGS",
 ]
-
-ENCODINGS = ("geometric", "gaussian")
-
-
-class GeometricEncoding(nn.Module):
-    """``[sin(ω_l u_j), cos(ω_l u_j)]`` for ``j`` in x, y, z and ``L`` frequencies.
-
-    Args:
-        n_freqs: ``L``.
-        min_px, max_px: real-space distances (pixels) of the lowest and highest
-            frequency; ``ω_l = 2π r_l`` with ``r_l`` geometric from ``min_px``
-            to ``max_px`` (``r_l = max_px`` when ``L = 1``).
-    Input ``u`` ``[..., 3]`` (cycles per box divided by ``D``); output
-    ``[..., 6 L]`` ordered (sin x-frequencies, sin y, sin z, cos x, cos y, cos z).
-    """
-
-    def __init__(self, n_freqs: int, min_px: float, max_px: float) -> None:
-        super().__init__()
-        if n_freqs < 1 or not 0 < min_px <= max_px:
-            raise ValueError(f"need n_freqs >= 1 and 0 < min_px <= max_px; got {n_freqs}, {min_px}, {max_px}")
-        if n_freqs == 1:
-            radii = torch.tensor([float(max_px)], dtype=torch.float64)
-        else:
-            t = torch.arange(n_freqs, dtype=torch.float64) / (n_freqs - 1)
-            radii = float(min_px) * (float(max_px) / float(min_px)) ** t
-        self.register_buffer("omega", (2 * math.pi * radii).to(torch.float32))
-        self.out_dim = 6 * n_freqs
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        arg = (u[..., :, None] * self.omega.to(u.dtype)).flatten(-2)  # [..., 3 L]
-        return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
-
-
-class GaussianEncoding(nn.Module):
-    """Random Fourier features ``[sin(2π B u), cos(2π B u)]``, ``B`` ``[F, 3]`` ~ ``N(0, σ²)`` px.
-
-    Args:
-        n_features: ``F`` (output ``[..., 2F]``).
-        sigma_px: standard deviation of the entries of ``B`` (pixels).
-        seed: seeds ``B`` (a private generator: the global RNG is untouched).
-    """
-
-    def __init__(self, n_features: int, sigma_px: float, seed: int = 0) -> None:
-        super().__init__()
-        if n_features < 1 or not sigma_px > 0:
-            raise ValueError(f"need n_features >= 1 and sigma_px > 0; got {n_features}, {sigma_px}")
-        g = torch.Generator().manual_seed(int(seed))
-        B = torch.randn(n_features, 3, generator=g, dtype=torch.float64) * float(sigma_px)
-        self.register_buffer("B", (2 * math.pi * B).to(torch.float32))
-        self.out_dim = 2 * n_features
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        arg = u @ self.B.to(u.dtype).T
-        return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
-
 
 def canonical_sign(q: torch.Tensor) -> torch.Tensor:
     """``+1`` where ``q`` ``[..., 3]`` (x, y, z) lies in the canonical half space, else ``-1``.
@@ -171,8 +110,10 @@ class NeuralHyperMolecule(nn.Module):
     """
 
     def __init__(self, D: int, zdim: int, encoding: nn.Module, hidden: int = 256, layers: int = 3,
-                 base: bool = False, base_oversampling: float = 2.0) -> None:
+                 base: bool = False, base_oversampling: float = 2.0, apix: float = 1.0) -> None:
         super().__init__()
+        self._apix = float(apix)
+        self._spec: dict[str, Any] | None = None
         if D % 2 or D < 4:
             raise ValueError(f"box must be even and at least 4; got {D}")
         if layers < 1 or hidden < 1 or zdim < 0:
@@ -191,6 +132,74 @@ class NeuralHyperMolecule(nn.Module):
             nn.init.zeros_(self.output.bias)
         else:
             self.base_volume = None
+
+    # ------------------------------------------------------------ the Representation contract
+    @property
+    def box(self) -> int:
+        """Box size ``D`` (px)."""
+        return self.D
+
+    @property
+    def latent_dim(self) -> int:
+        """Latent dimension (``zdim``)."""
+        return self.zdim
+
+    @property
+    def apix(self) -> float:
+        """Pixel size (Å/px) of the images it describes."""
+        return self._apix
+
+    def config(self) -> dict[str, Any]:
+        """The :func:`decoder_spec` description it was built from, with ``kind`` and ``apix``."""
+        if self._spec is None:
+            raise ValueError("this decoder was not built by build_decoder; its config is unknown")
+        return {"kind": "neural", **self._spec, "apix": self.apix}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "NeuralHyperMolecule":
+        """A fresh decoder from :meth:`config` (torch's default init)."""
+        return build_decoder(config)
+
+    def reference_slices(self, rotations: torch.Tensor, points: torch.Tensor | None = None
+                         ) -> torch.Tensor | None:
+        """Slices of the fixed reference ``V₀`` (detached), or None without one."""
+        if self.base_volume is None:
+            return None
+        return self.base_slice_half(rotations, points).detach()
+
+    @torch.no_grad()
+    def volumes(self, z: torch.Tensor | None) -> torch.Tensor:
+        """Real volumes ``[B, D, D, D]`` at latents ``z [B, zdim]`` (``[1, D, D, D]`` for None)."""
+        if z is None:
+            return self.volume(None)[None]
+        zz = torch.as_tensor(z, dtype=torch.float32).reshape(-1, self.zdim)
+        return torch.stack([self.volume(row) for row in zz])
+
+    def latent_jacobian(self, rotations: torch.Tensor, z: torch.Tensor,
+                        points: torch.Tensor | None = None) -> torch.Tensor:
+        """``∂V̂(z_b, R_bᵀ k)/∂z_b``: complex ``[B, P', d]`` on the half set (or ``points`` of it), detached.
+
+        The latent enters only through the first layer (``W_z z``), so the Jacobian is
+        the gradient at the first pre-activation times ``W_z``, one backward pass per output.
+        """
+        from cryoscape.imaging._grid import slice_points
+
+        pts = slice_points(self.D, True, rotations.device)
+        kx, ky = (pts.kx, pts.ky) if points is None else (pts.kx[points], pts.ky[points])
+        q = slice_coordinates(rotations.float().reshape(-1, 3, 3), kx.float(), ky.float())
+        sgn = canonical_sign(q)
+        u = q * (sgn / self.D)[..., None]
+        with torch.enable_grad():
+            pre = (self.input_pe(self.encoding(u)) + self.input_z(z)[:, None, :]).detach().requires_grad_(True)
+            h = torch.relu(pre)
+            for layer in self.hidden:
+                h = h + torch.relu(layer(h))
+            o = self.output(h)
+            ga, = torch.autograd.grad(o[..., 0].sum(), pre, retain_graph=True)
+            gb, = torch.autograd.grad(o[..., 1].sum(), pre)
+        Wz = self.input_z.weight  # [H, d]
+        not_dc = (q != 0).any(-1).float()
+        return torch.complex(ga @ Wz, (gb @ Wz) * (sgn * not_dc)[..., None]).detach()
 
     # ------------------------------------------------------------ the reference volume
     @torch.no_grad()
@@ -346,5 +355,7 @@ def build_decoder(spec: Mapping[str, Any]) -> NeuralHyperMolecule:
         enc = GaussianEncoding(int(spec["pe_dim"]), float(spec["pe_sigma_px"]), int(spec.get("pe_seed", 0)))
     else:
         raise ValueError(f"unknown positional encoding {spec['pe']!r}; choose from {', '.join(ENCODINGS)}")
-    return NeuralHyperMolecule(int(spec["box"]), int(spec["zdim"]), enc, int(spec["hidden"]), int(spec["layers"]),
-                               base=bool(spec.get("base", False)))
+    model = NeuralHyperMolecule(int(spec["box"]), int(spec["zdim"]), enc, int(spec["hidden"]), int(spec["layers"]),
+                                base=bool(spec.get("base", False)), apix=float(spec.get("apix", 1.0)))
+    model._spec = {k: v for k, v in spec.items() if k not in ("kind", "apix")}
+    return model
