@@ -1,4 +1,4 @@
-"""Peer programs in the benchmark: locating them, their command lines, reading their outputs, the volume hook.
+"""Peer programs in the benchmark: locating them, their command lines, reading their outputs, their volumes.
 
 cryoDRGN itself is not needed: a stand-in ``cryodrgn`` program written here
 records its arguments and writes the files the real one writes (``z.pkl``
@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import cryoscape.methods  # noqa: F401  the model_volume helper
 from cryoscape.bench import peers
 from cryoscape.bench.datasets import build_dataset
 from cryoscape.bench.runner import METHODS, check_methods, sample_particles
@@ -93,7 +92,24 @@ def _calls(log: Path) -> list[list[str]]:
 
 
 def test_registered_with_the_runner() -> None:
-    assert "cryodrgn" in METHODS
+    assert "cryodrgn" in METHODS and "recovar" in METHODS
+    assert METHODS["cryodrgn"].pair is None and METHODS["cryodrgn"].volume is peers.cryodrgn_volume
+
+
+def test_peer_runs_get_the_peer_tables_volume_function() -> None:
+    from cryoscape.bench.method_table import method_volume_function
+
+    assert method_volume_function("cryodrgn", "cryodrgn") is peers.cryodrgn_volume
+    assert method_volume_function("recovar", "recovar") is peers.recovar_volume
+    assert set(peers.PEERS) == {"cryodrgn", "recovar"}
+
+
+def test_peers_do_not_import_the_runner() -> None:
+    import subprocess
+
+    code = ("import sys, cryoscape.bench.peers; "
+            "assert 'cryoscape.bench.runner' not in sys.modules and 'cryoscape.bench.method_table' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_missing_env_var_target_gives_one_line_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,9 +219,9 @@ def test_run_writes_a_run_directory_and_feeds_cryodrgn_our_poses(dataset, fake_d
     np.testing.assert_array_equal(hints, z[sample_particles(dataset.truth)])
 
 
-def test_volume_hook_batches_the_hints_in_one_eval_vol_and_caches(dataset, fake_drgn: Path, tmp_path: Path) -> None:
-    from cryoscape.methods import model_volume
-
+def test_volume_function_batches_the_hints_in_one_eval_vol_and_caches(dataset, fake_drgn: Path,
+                                                                      tmp_path: Path) -> None:
+    model_volume = peers.cryodrgn_volume
     out = peers.run_cryodrgn(dataset, tmp_path / "run", epochs=1)
     run = RunDirectory.open(out)
     z = run.read_latents()[0]
@@ -300,9 +316,8 @@ def test_read_recovar_latents_refuses_pickled_arrays(tmp_path: Path) -> None:
         peers.read_recovar_latents(tmp_path, 4)
 
 
-def test_recovar_run_and_volume_hook(dataset, fake_recovar: Path, tmp_path: Path) -> None:
-    from cryoscape.methods import model_volume
-
+def test_recovar_run_and_volume_function(dataset, fake_recovar: Path, tmp_path: Path) -> None:
+    model_volume = peers.recovar_volume
     out = peers.run_recovar(dataset, tmp_path / "run", zdim=4)
     run = RunDirectory.open(out)
     z = run.read_latents()[0]

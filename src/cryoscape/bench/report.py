@@ -6,7 +6,8 @@ latent-curve coordinate where a method writes one), k-NN preservation
 (chance level in the header), wall time, and for ``adk-junk`` the outlier
 ROC AUC. References have no latents: their latent columns read "—" (the
 consensus row's outlier ROC AUC is that of the fit to the consensus map
-alone). A note under the table says which window the oracle used.
+alone). A note under the table says which window the oracle used; where the
+method grid was run, a list under it gives the pairs that cannot run and why.
 """
 
 from __future__ import annotations
@@ -77,7 +78,17 @@ def results_markdown(res: Any) -> str:
              "", _md_row(header), "|" + "---|" * len(header)]
     lines += [_md_row(r) for r in rows]
     lines += ["", _reference_note(res), ""]
+    lines += _skipped_lines(res)
     return "\n".join(lines)
+
+
+def _skipped_lines(res: Any) -> list[str]:
+    """The method grid's pairs that cannot run, one Markdown bullet each (none unless the grid was run)."""
+    skipped = getattr(res, "skipped", [])
+    if not skipped:
+        return []
+    return ["Pairs of the method grid that cannot run:", "",
+            *[f"- {p.representation} x {p.inference}: {p.reason}" for p in skipped], ""]
 
 
 def _reference_note(res: Any) -> str:
@@ -128,7 +139,8 @@ def results_sections(res: Any) -> Sequence[Any]:
 
     header, rows = results_table(res)
     text = results_markdown(res).splitlines()
-    summary = Section("Benchmark", paragraphs=[text[2], _reference_note(res)],
+    skipped = [f"{p.representation} x {p.inference} cannot run: {p.reason}" for p in getattr(res, "skipped", [])]
+    summary = Section("Benchmark", paragraphs=[text[2], _reference_note(res), *skipped],
                       table=[("dataset", res.dataset), ("methods", ", ".join(m.name for m in res.methods))])
     per_row = [Section(r[0], table=list(zip(header[1:], r[1:]))) for r in rows]
     figures = Section("Figures", figures=[(_auc_figure(res), "per-image FSC AUC at the sampled particles"),
@@ -138,7 +150,7 @@ def results_sections(res: Any) -> Sequence[Any]:
 
 def write_results(res: Any, force: bool = False) -> dict[str, Path]:
     """Write ``results.json``, ``results.md`` and ``results.html`` into ``res.out_dir``; their paths."""
-    from cryoscape.bench.runner import RESULTS_HTML, RESULTS_JSON, RESULTS_MD
+    from cryoscape.bench.results import RESULTS_HTML, RESULTS_JSON, RESULTS_MD
     from cryoscape.report.html import write_report
 
     out = Path(res.out_dir)
