@@ -11,6 +11,7 @@ from scipy.spatial.transform import Rotation
 from cryoscape.errors import InputError
 from cryoscape.imaging import FourierProjector, render
 from cryoscape.inference import covariance as cv
+from cryoscape.models.linear import LinearHyperMolecule
 from cryoscape.particles.particle_set import ParticleSet
 from cryoscape.reconstruct.backprojection import default_mask
 
@@ -224,7 +225,8 @@ def test_subspace_and_eigenvalues_recovered(ensemble_fit):
 def test_projected_latents_follow_the_truth(ensemble_fit):
     ps, mean, comps, b, res = ensemble_fit
     sub = ps[np.arange(400)]
-    lat, cov = cv.project_latents(sub, mean, res.components[:2], res.eigenvalues[:2], 1e-4, resolution_A=10.0)
+    lat, cov = cv.project_latents(sub, mean, res.components[:2], res.eigenvalues[:2], 1e-4, resolution_A=10.0,
+                                  representation=LinearHyperMolecule.empty(20, 2))
     X = np.column_stack([lat, np.ones(400)])
     coef, *_ = np.linalg.lstsq(X, b[:400], rcond=None)
     for k in range(2):
