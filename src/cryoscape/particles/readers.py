@@ -1,4 +1,9 @@
-"""Building a :class:`ParticleSet` from RELION STAR and cryoSPARC ``.cs`` tables.
+"""Reading RELION STAR and cryoSPARC ``.cs`` tables into the fields of a particle set.
+
+:func:`read_particle_file` returns the keyword arguments of
+:class:`~cryoscape.particles.ParticleSet` (``n``, ``images``, ``rotations``,
+``shifts_A``, ``ctf``, ``apix_per_particle``, ...); the set itself is built by
+:meth:`ParticleSet.from_file`, so this module does not depend on it.
 
 RELION: Euler angles (rot, tilt, psi) → rotation matrices (``Euler_angles2matrix``),
 origins in Å (``_rlnOriginXAngst``, 3.1+) or pixels (``_rlnOriginX``, 3.0),
@@ -22,13 +27,21 @@ from cryoscape.errors import InputError
 from cryoscape.io import cryosparc as _cs
 from cryoscape.io import star as _star
 from cryoscape.particles.image_source import StackImageSource
-from cryoscape.particles.particle_set import (
-    _ANGLE_COLS,
-    _DEFAULT_Q,
-    ParticleSet,
-    _Source,
-    euler_to_matrix,
-)
+from cryoscape.particles.columns import _ANGLE_COLS, _DEFAULT_Q, _Source, euler_to_matrix
+
+__all__ = ["read_particle_file"]
+
+
+def read_particle_file(path: Path, datadir: Path | None) -> dict[str, Any]:
+    """The :class:`~cryoscape.particles.ParticleSet` fields of a ``.star`` or ``.cs`` file (InputError otherwise)."""
+    suffix = path.suffix.lower()
+    if suffix == ".star":
+        return _from_star(_star.read_star(path), datadir)
+    if suffix == ".cs":
+        return _from_cs(path, _cs.read_cs(path), datadir)
+    if suffix == ".pkl":
+        raise InputError(f"{path} is a cryoDRGN pickle; use ParticleSet.from_cryodrgn(images, poses=..., ctf=...)")
+    raise InputError(f"{path}: unknown particle file type {suffix!r}; pass a RELION .star or cryoSPARC .cs file")
 
 
 def _stack_source(stack_names: Any, frames: np.ndarray, meta_path: Path, datadir: Path | None,
@@ -56,9 +69,8 @@ def _resolve_stacks(names: Sequence[str], meta_dir: Path, datadir: Path | None) 
     return out
 
 
-
 # ---------------------------------------------------------------------- STAR
-def _from_star(star: _star.RelionStar, datadir: Path | None) -> ParticleSet:
+def _from_star(star: _star.RelionStar, datadir: Path | None) -> dict[str, Any]:
     df, optics, path = star.particles, star.optics, star.path
     n = len(df)
     if optics is not None and "rlnOpticsGroup" in df.columns:
@@ -122,8 +134,8 @@ def _from_star(star: _star.RelionStar, datadir: Path | None) -> ParticleSet:
         idx, stack = _star.split_image_names(df["rlnImageName"], path)
         images = _stack_source(stack, idx.to_numpy() - 1, path, datadir, warn_unlisted=True)
     source = _Source("star", path, df, optics, star.other_blocks)
-    return ParticleSet(
-        n,
+    return dict(
+        n=n,
         images=images,
         rotations=rotations,
         shifts_A=shifts,
@@ -145,12 +157,12 @@ def _star_ctf(col: Any, path: Path, n: int) -> tuple[dict[str, np.ndarray] | Non
     kv, cs = col("rlnVoltage"), col("rlnSphericalAberration")
     if kv is None or cs is None:
         miss = "_rlnVoltage" if kv is None else "_rlnSphericalAberration"
-        warnings.warn(f"{path} has defocus values but no {miss}; its CTF is ignored (add {miss} to use it)", stacklevel=4)
+        warnings.warn(f"{path} has defocus values but no {miss}; its CTF is ignored (add {miss} to use it)", stacklevel=5)
         return None, f"{miss} is missing"
     dv = col("rlnDefocusV")
     q = col("rlnAmplitudeContrast")
     if q is None:
-        warnings.warn(f"{path} has no _rlnAmplitudeContrast; using RELION's default {_DEFAULT_Q}", stacklevel=4)
+        warnings.warn(f"{path} has no _rlnAmplitudeContrast; using RELION's default {_DEFAULT_Q}", stacklevel=5)
         q = np.full(n, _DEFAULT_Q)
 
     def or_zero(x: np.ndarray | None) -> np.ndarray:
@@ -169,7 +181,7 @@ def _star_ctf(col: Any, path: Path, n: int) -> tuple[dict[str, np.ndarray] | Non
 
 
 # ------------------------------------------------------------------------ .cs
-def _from_cs(path: Path, arr: np.ndarray, datadir: Path | None) -> ParticleSet:
+def _from_cs(path: Path, arr: np.ndarray, datadir: Path | None) -> dict[str, Any]:
     names = arr.dtype.names or ()
     n = len(arr)
     apix = np.asarray(arr["blob/psize_A"], np.float64) if "blob/psize_A" in names else np.full(n, np.nan)
@@ -193,8 +205,8 @@ def _from_cs(path: Path, arr: np.ndarray, datadir: Path | None) -> ParticleSet:
     images = None
     if "blob/path" in names and "blob/idx" in names:
         images = _stack_source(_cs.cs_blob_paths(arr), np.asarray(arr["blob/idx"]).astype(np.int64), path, datadir)
-    return ParticleSet(
-        n,
+    return dict(
+        n=n,
         images=images,
         rotations=rotations,
         shifts_A=shifts,
