@@ -1,25 +1,32 @@
-"""The benchmark runner: results files, references, registry errors and the command line."""
+"""The benchmark runner: results files, references, the method table and grid, registry errors and the command line."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-import cryoscape.methods  # noqa: F401  registers the pca volume hook
+from cryoscape.bench import runner
+from cryoscape.bench.method_table import iteration_options, method_volume_function
+from cryoscape.bench.report import results_markdown, write_results
 from cryoscape.bench.runner import (
     METHODS,
     RESULTS_HTML,
     RESULTS_JSON,
     RESULTS_MD,
+    SkippedPair,
     check_methods,
+    grid_methods,
     register_method,
     run_benchmark,
 )
 from cryoscape.cli.main import main
 from cryoscape.errors import InputError
+from cryoscape.methods.registry import METHODS as REGISTRY
+from cryoscape.methods.registry import pair_grid, volume_function
 
 N, BOX, ITERATIONS = 300, 24, 2
 
@@ -110,3 +117,88 @@ def test_cli_unknown_dataset_is_one_line(tmp_path: Path, capsys) -> None:
     rc = main(["bench", "--dataset", "adk-9d", "--methods", "pca", "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "adk-1d" in err[0]
+
+
+# ----------------------------------------------------------------------------- the method table and the grid
+
+
+def test_every_registry_method_is_benchmarkable_with_its_pair() -> None:
+    assert list(METHODS)[:len(REGISTRY)] == list(REGISTRY)
+    for name, m in REGISTRY.items():
+        assert METHODS[name].pair == (m.representation, m.inference)
+        assert METHODS[name].description == m.summary and METHODS[name].unavailable_reason() is None
+        assert method_volume_function(name, name) == volume_function(name)
+    assert check_methods(["linear-amortised", "pca"]) == ["linear-amortised", "pca"]
+
+
+def test_run_without_a_volume_function_is_refused() -> None:
+    with pytest.raises(InputError, match="no model to generate volumes"):
+        method_volume_function("external-test", "external-test")
+
+
+def test_grid_expands_to_the_runnable_pairs_and_gives_the_others_with_a_reason() -> None:
+    names, skipped = grid_methods()
+    assert names == [n for _r, _i, n in pair_grid() if n is not None]
+    assert [(p.representation, p.inference) for p in skipped] == [(r, i) for r, i, n in pair_grid() if n is None]
+    reason = {(p.representation, p.inference): p.reason for p in skipped}[("neural", "em")]
+    assert "closed-form" in reason and "\n" not in reason
+    assert check_methods(["grid"]) == names
+    assert check_methods(["pca", "grid"]) == names  # pca is in the grid once
+
+
+def test_a_grid_request_records_the_pairs_that_cannot_run() -> None:
+    lines: list[str] = []
+    names, skipped = runner._checked_request("adk-1d", ["grid"], 10, lines.append)
+    assert names == grid_methods()[0] and skipped == grid_methods()[1]
+    assert any(line.startswith("pair neural x em:") for line in lines)
+    assert runner._checked_request("adk-1d", ["pca"], 10, lines.append)[1] == []
+
+
+def test_skipped_pairs_are_in_the_results_files(bench, tmp_path: Path) -> None:
+    import dataclasses
+
+    res = dataclasses.replace(bench, out_dir=tmp_path / "o", files={},
+                              skipped=[SkippedPair("neural", "em", "needs a representation linear in its latent")])
+    files = write_results(res)
+    doc = json.loads(files["json"].read_text())
+    assert doc["skipped_pairs"] == [{"representation": "neural", "inference": "em",
+                                     "reason": "needs a representation linear in its latent"}]
+    assert "- neural x em: needs a representation linear in its latent" in results_markdown(res)
+    assert "neural x em cannot run" in files["html"].read_text()
+    assert json.loads((bench.out_dir / RESULTS_JSON).read_text())["skipped_pairs"] == []
+
+
+def test_iterations_are_epochs_for_runners_counting_epochs() -> None:
+    assert iteration_options("pca", 3) == {"iterations": 3}
+    assert iteration_options("drgn", 3) == {"epochs": 3}
+    assert iteration_options("cryodrgn", 3) == {"iterations": 3}  # the peer maps it to its epochs itself
+
+
+def test_cli_help_lists_the_registry_methods_with_their_pairs_and_the_peers(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for m in REGISTRY.values():
+        assert any(line.split()[:4] == [m.name, m.representation, "x", m.inference] and m.summary in line
+                   for line in out.splitlines())
+    assert "  grid " in out and "  cryodrgn " in out and "  recovar " in out
+
+
+def test_registry_methods_are_fitted_through_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from cryoscape.methods.registry import Method
+
+    calls: list[tuple[str, Any, Any, dict[str, Any]]] = []
+
+    def fake_run(self: Method, particles_path: Any, out_dir: Any, **options: Any) -> Any:
+        calls.append((self.name, particles_path, out_dir, options))
+        return SimpleNamespace(run=SimpleNamespace(path=str(out_dir)))
+
+    monkeypatch.setattr(Method, "run", fake_run)
+    dataset = SimpleNamespace(star_path=tmp_path / "particles.star")
+    path = METHODS["linear-explicit"].run(dataset, tmp_path / "run", False, epochs=2)
+    assert path == tmp_path / "run"
+    assert calls == [("linear-explicit", dataset.star_path, tmp_path / "run",
+                      {"force": True, "progress": False, "epochs": 2})]
