@@ -122,6 +122,7 @@ def test_defocus_without_voltage_is_not_ctf(tmp_path: Path) -> None:
         ps.require_ctf("x")
 
 
+@pytest.mark.filterwarnings("ignore:Data array contains NaN values")  # the test writes the NaN stack itself
 def test_nan_and_inf_pixels(tmp_path: Path) -> None:
     imgs = np.zeros((4, 8, 8), np.float32)
     imgs[1, 2, 3] = np.nan

@@ -33,6 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _read_pair(path_a: str, path_b: str, apix_override: float | None):
+    import warnings
+
     import numpy as np
 
     from cryoscape.errors import InputError
@@ -53,6 +55,9 @@ def _read_pair(path_a: str, path_b: str, apix_override: float | None):
                 f"{path_a} has voxel size {apix_a:g} Å but {path_b} has {apix_b:g} Å; resample one map or pass --apix"
             )
         apix = apix_a if apix_a > 0 else apix_b
+        if apix > 0 and not (apix_a > 0 and apix_b > 0):
+            bare, other = (path_a, path_b) if apix_b > 0 else (path_b, path_a)
+            warnings.warn(f"{bare} records no voxel size; using {apix:.4g} Å from the header of {other}", stacklevel=2)
     if not apix > 0:
         raise InputError(f"{path_a} and {path_b} record no voxel size; pass --apix")
     return np.asarray(a), np.asarray(b), apix
@@ -77,11 +82,16 @@ def run(args: argparse.Namespace) -> int:
         if out.suffix.lower() not in (".png", ".json", ".txt", ".csv"):
             raise InputError(f"{out}: unknown output type; use a .png, .json, .txt or .csv name")
         check_output_path(out, args.force)
+    if args.apix is not None and not args.apix > 0:
+        raise InputError(f"--apix {args.apix} must be a positive voxel size in Å")
+    for path in (args.map_a, args.map_b) + ((args.mask,) if args.mask else ()):
+        if not Path(path).is_file():
+            raise InputError(f"{path} not found; check the path")
     a, b, apix = _read_pair(args.map_a, args.map_b, args.apix)
     D = a.shape[0]
+    mask = load_mask(args.mask, D, apix) if args.mask else None  # checked before any FSC is computed
     curves = {"fsc_unmasked": fsc(a, b)}
-    if args.mask:
-        mask = load_mask(args.mask, D, apix)
+    if mask is not None:
         masked = corrected_masked_fsc(a, b, mask, rng=np.random.default_rng(args.seed))
         curves["fsc_masked"] = masked.corrected
     for label, curve in curves.items():

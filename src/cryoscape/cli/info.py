@@ -30,6 +30,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("info", help=HELP, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("particles", type=Path, help="particle file: RELION .star (3.0 to 5) or cryoSPARC .cs")
     p.add_argument("--datadir", type=Path, default=None, help="folder holding the image stacks named in the particle file")
+    p.add_argument("--apix", type=float, default=None, metavar="A",
+                   help="pixel size in Å/px, overriding (or standing in for) the file's")
     return p
 
 
@@ -38,12 +40,14 @@ def _fmt_range(x: np.ndarray, unit: str, scale: float = 1.0, digits: int = 0) ->
     return f"{lo:.{digits}f} to {hi:.{digits}f} {unit}" if lo != hi else f"{lo:.{digits}f} {unit}"
 
 
-def summarise(path: Path, datadir: Path | None = None) -> list[str]:
-    """The summary lines printed by ``cryoscape info``."""
+def summarise(path: Path, datadir: Path | None = None, apix: float | None = None) -> list[str]:
+    """The summary lines printed by ``cryoscape info`` (``apix`` overrides the file's pixel size)."""
     from cryoscape.particles.image_source import StackImageSource
     from cryoscape.particles.particle_set import ParticleSet
 
-    ps = ParticleSet.from_file(path, datadir=datadir)
+    if apix is not None and not apix > 0:
+        raise InputError(f"--apix {apix} must be a positive pixel size in Å")
+    ps = ParticleSet.from_file(path, datadir=datadir, apix=apix)
     lines = [f"file            {path}"]
     kind = {"star": "RELION STAR", "cs": "cryoSPARC .cs"}.get(ps.source_kind or "", "?")
     if ps.source_kind == "star":
@@ -117,6 +121,6 @@ def summarise(path: Path, datadir: Path | None = None) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Print the summary of ``args.particles``."""
-    for line in summarise(args.particles, args.datadir):
+    for line in summarise(args.particles, args.datadir, args.apix):
         print(line)
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+from typing import Any
 
 DESCRIPTION = """\
 Reconstruct one 3D map from particles with known orientations, shifts and CTF
@@ -35,6 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("particles", help="particle file with poses and CTF (.star, .cs)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.mrc", help="output map; half maps and FSC files are written beside it")
     p.add_argument("--datadir", metavar="DIR", help="folder holding the particle stacks, if the file's paths do not resolve")
+    p.add_argument("--apix", type=float, metavar="A", help="pixel size in Å/px, overriding (or standing in for) the file's")
     p.add_argument("--mask", metavar="MASK.mrc", help="mask for the masked FSC (default: a soft sphere of radius 0.4 box)")
     p.add_argument("--batch-size", type=int, default=1024, metavar="N", help="images read and processed at a time (default 1024)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to compute (default cpu)")
@@ -45,22 +48,45 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    """Read the particles, reconstruct, write the maps and FSC, print a summary."""
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse bad options and taken outputs before any file is read."""
     import torch
 
     from cryoscape.errors import InputError
-    from cryoscape.particles import ParticleSet
-    from cryoscape.reconstruct import check_outputs, reconstruct
+    from cryoscape.reconstruct import check_outputs
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")
+    if args.apix is not None and not args.apix > 0:
+        raise InputError(f"--apix {args.apix} must be a positive pixel size in Å")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was given but no CUDA GPU is available; use --device cpu")
-    check_outputs(args.output, args.force)  # before any work
-    particles = ParticleSet.from_file(args.particles, datadir=args.datadir)
+    if args.mask is not None and not Path(args.mask).is_file():
+        raise InputError(f"mask {args.mask} not found; check the path or omit --mask for a soft sphere")
+    out = Path(args.output)
+    if out.parent.exists() and not out.parent.is_dir():
+        raise InputError(f"-o {out}: {out.parent} is a file, not a folder; choose another output path")
+    check_outputs(out, args.force)
+
+
+def prepare(args: argparse.Namespace) -> Any:
+    """The particle set, with every input checked before any image is read (poses, CTF, stacks, mask, halves)."""
+    from cryoscape.particles import ParticleSet
+    from cryoscape.reconstruct import check_reconstruction_inputs
+
+    _check_args(args)
+    particles = ParticleSet.from_file(args.particles, datadir=args.datadir, apix=args.apix)
     particles.require_poses("cryoscape reconstruct")
     particles.require_ctf("cryoscape reconstruct")
+    check_reconstruction_inputs(particles, args.mask, seed=args.seed)
+    return particles
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read the particles, reconstruct, write the maps and FSC, print a summary."""
+    from cryoscape.reconstruct import reconstruct
+
+    particles = prepare(args)
     start = time.perf_counter()
     rec = reconstruct(
         particles,

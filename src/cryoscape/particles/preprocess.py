@@ -223,6 +223,9 @@ def downsample_particles(
     out = Path(out_dir)
     stack_path, star_path = out / stack_name, out / star_name
     _refuse_existing([stack_path, star_path], force)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"-o {out} is a file; pass a folder for the downsampled particles")
+    ps.check_images()  # missing stacks fail here, before the progress bar
     out.mkdir(parents=True, exist_ok=True)
 
     def batches() -> Any:
@@ -314,14 +317,19 @@ def downsample_volume_file(
     out_path: str | os.PathLike,
     new_box: int,
     force: bool = False,
+    apix: float | None = None,
 ) -> float:
     """Fourier-crop the volume in the MRC file ``in_path`` to ``new_box³`` and write it to ``out_path``.
 
-    Returns the new voxel size in Å (``apix · D / new_box``).
+    ``apix`` (Å) overrides the header's voxel size; a header without one and
+    no ``apix`` is an InputError. Returns the new voxel size in Å (``apix · D / new_box``).
     """
     from cryoscape.io.mrc import read_mrc, write_mrc
 
-    vol, apix = read_mrc(in_path)
+    vol, header_apix = read_mrc(in_path)
+    apix = header_apix if apix is None else apix
+    if not apix > 0:
+        raise InputError(f"{in_path} records no voxel size (0 in its MRC header); pass --apix")
     if vol.ndim != 3 or len(set(vol.shape)) != 1:
         raise InputError(f"{in_path} holds an array of shape {vol.shape}, not a cubic volume; pass a particle STAR/.cs file for image stacks")
     new_box = _check_new_box(new_box, vol.shape[0], str(in_path))

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryoscape.errors import InputError
 from cryoscape.geometry.rotations import matrix_to_euler_relion
 from cryoscape.io.atomic import atomic_path, check_output_path
 from cryoscape.simulate.draws import _Draws
@@ -64,6 +65,8 @@ def _save_npz(path: Path, arrays: dict[str, Any], force: bool) -> None:
 
 def _output_paths(out: Path, probs: np.ndarray | None, force: bool) -> dict[str, Path]:
     """Output file paths; refuses existing ones (and existing volumes when ``probs`` is given) unless ``force``."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output folder {out} is a file; choose another --out")
     paths = {k: out / v for k, v in (("star", STAR_NAME), ("stack", STACK_NAME), ("truth", TRUTH_NAME),
                                      ("config", CONFIG_NAME))}
     for p in paths.values():
