@@ -105,6 +105,27 @@ def test_run_report_loads_cleanly(browser, tmp_path):
     assert n >= 8  # density, truth, clusters, landscape, two trajectories, outliers, learning curve
 
 
+def test_run_report_with_volumes_loads_cleanly(browser, tmp_path):
+    from cryoscape.analysis.pipeline import AnalysisSettings, GeneratedVolume, analyse_latents
+    from cryoscape.report.run_report import REPORT_NAME, write_analysis_report
+
+    rng = np.random.default_rng(2)
+    t = rng.random(200)
+    a = analyse_latents(np.stack([t, t ** 2], axis=1) + 0.05 * rng.standard_normal((200, 2)),
+                        AnalysisSettings(n_clusters=2, n_points=3))
+    c = np.arange(16) - 8
+    z, y, x = np.meshgrid(c, c, c, indexing="ij")
+    ball = lambda dx: np.exp(-((x - dx) ** 2 + y ** 2 + z ** 2) / 8.0).astype(np.float32)
+    a.volumes = [GeneratedVolume(f"cluster_{j:03d}", np.zeros(2), ball(2 * j), 2.0, "model") for j in range(2)]
+    a.volumes += [GeneratedVolume(f"pc{k}_{j:02d}", np.zeros(2), ball(j - 1), 2.0, "model") for k in (1, 2) for j in range(3)]
+    a.run_info = {"run": "synthetic-volumes", "method": "test"}
+    write_analysis_report(a, tmp_path)
+    n, problems = page_problems(browser, tmp_path / REPORT_NAME)
+    assert problems == []
+    assert n >= 9 and (tmp_path / "volumes.png").is_file() and (tmp_path / "volumes_pc2.png").is_file()
+    assert (tmp_path / REPORT_NAME).stat().st_size < 3_000_000  # small figures keep the report small
+
+
 def test_bench_report_loads_cleanly(browser, tmp_path):
     from cryoscape.bench.report import write_results
     from cryoscape.bench.runner import BenchmarkResult, MethodResult, ScoreSummary

@@ -3,7 +3,10 @@
 :func:`analysis_figures` draws every figure of a
 :class:`cryoscape.analysis.pipeline.LatentAnalysis`; :func:`write_analysis_report`
 writes them as PNG files and embeds them in one ``report.html`` (base64, no
-external files). :func:`traversal_figure` draws a graph path on the embedding.
+external files). Generated volumes are shown per series (cluster centres,
+points along each trajectory) as central sections beside isosurface renders
+(:mod:`cryoscape.report.isosurface`). :func:`traversal_figure` draws a graph
+path on the embedding.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from cryoscape.analysis.pipeline import LatentAnalysis, Traversal
+from cryoscape.analysis.pipeline import GeneratedVolume, LatentAnalysis, Traversal
 from cryoscape.io.atomic import write_bytes_atomic
-from cryoscape.report.figures import central_slices, figure_png_bytes, learning_curves_figure
+from cryoscape.report.figures import figure_png_bytes, learning_curves_figure
 from cryoscape.report.html import Section, write_report
+from cryoscape.report.isosurface import ENCLOSED_FRACTION, volume_views
 from cryoscape.report.latent_figures import free_energy_figure, latent_scatter, outlier_histogram, trajectory_figure
 
 REPORT_NAME = "report.html"
@@ -61,13 +65,34 @@ def _trajectory_figures(a: LatentAnalysis) -> Figures:
     return figs
 
 
-def _volume_figure(a: LatentAnalysis) -> Figures:
-    """Central sections of the first volumes (cluster centres first)."""
-    if not a.volumes:
-        return {}
-    shown = a.volumes[:_MAX_VOLUMES_SHOWN]
-    fig = central_slices({v.name: v.volume for v in shown})
-    return {"volumes": (fig, f"central sections of {len(shown)} of {len(a.volumes)} volumes ({shown[0].source})")}
+def _series(a: LatentAnalysis) -> dict[str, list[GeneratedVolume]]:
+    """The generated volumes by series, in order: ``cluster`` (the centres), then one per trajectory (``pc1`` ...)."""
+    series: dict[str, list[GeneratedVolume]] = {}
+    for v in a.volumes:
+        series.setdefault(v.name.rsplit("_", 1)[0], []).append(v)
+    return series
+
+
+def _shown(volumes: list[GeneratedVolume]) -> list[GeneratedVolume]:
+    """At most :data:`_MAX_VOLUMES_SHOWN` of a series, evenly spaced, first and last kept."""
+    if len(volumes) <= _MAX_VOLUMES_SHOWN:
+        return volumes
+    picks = np.unique(np.rint(np.linspace(0, len(volumes) - 1, _MAX_VOLUMES_SHOWN)).astype(int))
+    return [volumes[i] for i in picks]
+
+
+def _volume_figures(a: LatentAnalysis) -> Figures:
+    """Per series, central sections and isosurfaces: ``volumes`` (cluster centres), ``volumes_<trajectory>``."""
+    figs: Figures = {}
+    for key, vols in _series(a).items():
+        shown = _shown(vols)
+        what = "cluster centres" if key == "cluster" else f"points along {key.upper()}"
+        caption = (f"{len(shown)} of {len(vols)} volumes at the {what} ({shown[0].source}): central sections and "
+                   f"the isosurface enclosing {100 * ENCLOSED_FRACTION:g}% of the box (one level for the series), "
+                   "all seen from one direction")
+        figs["volumes" if key == "cluster" else f"volumes_{key}"] = (
+            volume_views({v.name: v.volume for v in shown}), caption)
+    return figs
 
 
 def analysis_figures(a: LatentAnalysis) -> Figures:
@@ -80,7 +105,7 @@ def analysis_figures(a: LatentAnalysis) -> Figures:
     figs["outlier_scores"] = (outlier_histogram(a.outliers.score, threshold=a.settings.outlier_threshold),
                               f"outlier scores; {int(a.outliers.flagged(a.settings.outlier_threshold).sum())} "
                               f"particles above {a.settings.outlier_threshold:g}")
-    figs.update(_volume_figure(a))
+    figs.update(_volume_figures(a))
     if a.learning_curves:
         figs["learning_curve"] = (learning_curves_figure(a.learning_curves, a.learning_axis),
                                   f"learning curve{'s' if len(a.learning_curves) > 1 else ''} from the run's "
@@ -154,12 +179,14 @@ def analysis_sections(a: LatentAnalysis, figs: Figures) -> list[Section]:
         sections.append(Section("Free-energy landscape", paragraphs=[
             "Assumes the particle populations reflect thermal equilibrium; the energy is only as meaningful "
             "as distances in the embedding."], figures=[figs["free_energy"]]))
-    sections.append(Section("Trajectories", figures=[v for k, v in figs.items() if k.startswith("trajectory_")]))
+    trajectories = [k for k in figs if k.startswith("trajectory_")]
+    sections.append(Section("Trajectories", figures=[figs[n] for k in trajectories
+                                                     for n in (k, "volumes_" + k.removeprefix("trajectory_")) if n in figs]))
     sections.append(Section("Outliers", figures=[figs["outlier_scores"]]))
     if "learning_curve" in figs:
         sections.append(Section("Learning curve", figures=[figs["learning_curve"]]))
     if "volumes" in figs:
-        sections.append(Section("Volumes", figures=[figs["volumes"]]))
+        sections.append(Section("Volumes at the cluster centres", figures=[figs["volumes"]]))
     return sections
 
 
