@@ -8,8 +8,9 @@ and reports
 - the canonical correlations of the two latent blocks: 1 = linearly related
   in that direction;
 - the FSC between the two runs' volumes at sampled particles, when both runs
-  have a model (:func:`cryoscape.analysis.pipeline.volume_at`); otherwise
-  this part is reported as unavailable.
+  have a model (``volume_fn_a`` and ``volume_fn_b``, see
+  :func:`cryoscape.analysis.volumes.volume_at`); otherwise this part is
+  reported as unavailable.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from cryoscape.analysis.latent import as_latents
-from cryoscape.analysis.pipeline import volume_at
+from cryoscape.analysis.volumes import VolumeFn, volume_at
 from cryoscape.errors import InputError
 from cryoscape.io.run_dir import RunDirectory
 
@@ -71,17 +72,18 @@ class RunComparison:
 
 
 def _volume_agreement(run_a: RunDirectory, run_b: RunDirectory, za: np.ndarray, zb: np.ndarray,
-                      n_volumes: int, seed: int) -> tuple[float, float] | None:
+                      n_volumes: int, seed: int, fn_a: VolumeFn | None, fn_b: VolumeFn | None
+                      ) -> tuple[float, float] | None:
     """Mean and std FSC AUC of both runs' model volumes at sampled particles, or None without models."""
     from cryoscape.validate.agreement import volume_agreement
     from cryoscape.validate.metrics import evenly_spaced_indices
 
-    if n_volumes < 1:
+    if n_volumes < 1 or fn_a is None or fn_b is None:
         return None
     idx = evenly_spaced_indices(za.shape[0], n_volumes, seed=seed)
-    if volume_at(run_a, za[idx[0]]) is None or volume_at(run_b, zb[idx[0]]) is None:
+    if volume_at(run_a, za[idx[0]], fn_a) is None or volume_at(run_b, zb[idx[0]], fn_b) is None:
         return None
-    res = volume_agreement(lambda i: volume_at(run_a, za[i]), lambda i: volume_at(run_b, zb[i]), idx,
+    res = volume_agreement(lambda i: volume_at(run_a, za[i], fn_a), lambda i: volume_at(run_b, zb[i], fn_b), idx,
                            apix=run_a.apix)
     return res.mean, res.std
 
@@ -105,9 +107,13 @@ def compare_latents(za: Any, zb: Any, k: int = 10, n_query: int | None = None, s
 
 def compare_runs(
     run_a: RunDirectory, run_b: RunDirectory, k: int = 10, n_query: int | None = None,
-    n_volumes: int = 5, seed: int = 0,
+    n_volumes: int = 5, seed: int = 0, volume_fn_a: VolumeFn | None = None, volume_fn_b: VolumeFn | None = None,
 ) -> RunComparison:
-    """Agreement of two runs on the same particles; InputError when their particle counts differ."""
+    """Agreement of two runs on the same particles; InputError when their particle counts differ.
+
+    ``volume_fn_a`` / ``volume_fn_b`` are the runs' models (``volume_fn(run, z)``;
+    None: the run has none); the volume FSC needs both.
+    """
     za, _, _ = run_a.read_latents()
     zb, _, _ = run_b.read_latents()
     if za.shape[0] != zb.shape[0]:
@@ -118,7 +124,7 @@ def compare_runs(
     overlap, chance, cc = compare_latents(za, zb, k, n_query, seed)
     result = RunComparison(str(run_a.path), str(run_b.path), run_a.method, run_b.method, int(za.shape[0]),
                            (int(za.shape[1]), int(zb.shape[1])), int(k), overlap, chance, cc)
-    result.volume_auc = _volume_agreement(run_a, run_b, za, zb, n_volumes, seed)
+    result.volume_auc = _volume_agreement(run_a, run_b, za, zb, n_volumes, seed, volume_fn_a, volume_fn_b)
     if result.volume_auc is None:
         result.notes.append("volume agreement needs a model in both runs; at least one has none")
     return result
