@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cryoscape.analysis.pipeline import AnalysisSettings, analyse_latents, register_volume_hook, volume_at
+from cryoscape.analysis.pipeline import AnalysisSettings, analyse_latents, analyse_run
+from cryoscape.analysis.volumes import volume_at
 from cryoscape.cli.main import main
 from cryoscape.errors import InputError
 from cryoscape.io.run_dir import RunDirectory
@@ -112,15 +113,63 @@ def test_analysis_is_deterministic_and_handles_1d_latents():
     assert list(a.trajectories) == ["pc1"]
 
 
-def test_volume_hook_is_used_when_registered(sim, tmp_path):
-    run = RunDirectory.open(make_run(tmp_path / "run", sim, method="hooked"))
-    assert volume_at(run, np.zeros(3)) is None
-    register_volume_hook("hooked", lambda r, z: np.full((32, 32, 32), float(z[0]), dtype=np.float32))
-    try:
-        vol = volume_at(run, np.array([2.0, 0.0, 0.0]))
-        assert vol is not None and vol.shape == (32, 32, 32) and float(vol[0, 0, 0]) == 2.0
-    finally:
-        register_volume_hook("hooked", None)
+def _constant_volume(run, z):
+    return np.full((32, 32, 32), float(z[0]), dtype=np.float32)
+
+
+def test_volumes_come_from_the_volume_function_passed_in(sim, tmp_path):
+    run = RunDirectory.open(make_run(tmp_path / "run", sim, method="modelled"))
+    assert volume_at(run, np.zeros(3), None) is None
+    vol = volume_at(run, np.array([2.0, 0.0, 0.0]), _constant_volume)
+    assert vol is not None and vol.shape == (32, 32, 32) and vol.dtype == np.float32 and float(vol[0, 0, 0]) == 2.0
+    result = analyse_run(run, AnalysisSettings(n_clusters=2, n_points=2, fit_scores=False), volume_fn=_constant_volume)
+    assert [v.source for v in result.volumes] == ["model"] * (2 + 2 * 2)
+    assert not any("no volumes" in n for n in result.notes)
+    assert analyse_run(run, AnalysisSettings(n_clusters=2, n_points=2, fit_scores=False)).volumes == []
+
+
+def test_analyze_takes_the_volume_function_from_the_registry(sim, tmp_path, monkeypatch):
+    import cryoscape.methods.registry as registry
+
+    run = make_run(tmp_path / "run", sim, method="modelled")
+    monkeypatch.setattr(registry, "volume_function", lambda m: _constant_volume if m == "modelled" else None)
+    assert main(["analyze", str(run), "--kmeans", "2", "--n-points", "2", "--no-progress", "--no-fit-scores"]) == 0
+    summary = json.loads((run / "analysis" / "analysis.json").read_text())
+    assert [v["source"] for v in summary["volumes"]] == ["model"] * 6
+    assert len(list((run / "analysis" / "volumes").glob("*.mrc"))) == 6
+
+
+def _error_before_any_progress(capsys, *needles: str) -> None:
+    """One ``cryoscape: error:`` line on stderr and nothing on stdout (no progress line was printed)."""
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert captured.out == "", captured.out
+    assert len(err) == 1 and err[0].startswith("cryoscape: error:"), err
+    for n in needles:
+        assert n in err[0], (n, err[0])
+
+
+def test_analyze_checks_its_inputs_before_any_work(sim, tmp_path, capsys):
+    run = make_run(tmp_path / "run", sim)
+    bad_truth = tmp_path / "truth.npz"
+    np.savez(bad_truth, coordinate=np.zeros(10))
+    assert main(["analyze", str(run), "--truth", str(bad_truth)]) == 2
+    _error_before_any_progress(capsys, "10 particles")
+    assert main(["analyze", str(run), "--truth", str(tmp_path / "missing.npz")]) == 2
+    _error_before_any_progress(capsys, "missing.npz")
+    moved = make_run(tmp_path / "moved", sim, particles=str(tmp_path / "gone.star"))
+    assert main(["analyze", str(moved), "--local-volumes"]) == 2  # local volumes need the particles: said at once
+    _error_before_any_progress(capsys, "gone.star", "--particles")
+    no_latents = RunDirectory.create(tmp_path / "unfitted", method="test", config={"n_particles": 300})
+    assert main(["analyze", str(no_latents.path)]) == 2
+    _error_before_any_progress(capsys, "latents")
+    tiny = RunDirectory.create(tmp_path / "tiny", method="test", config={"n_particles": 3})
+    tiny.write_latents(np.zeros((3, 2)))
+    assert main(["analyze", str(tiny.path)]) == 2
+    _error_before_any_progress(capsys, "at least 4")
+    assert main(["analyze", str(run), "--neighbours", "0"]) == 2
+    _error_before_any_progress(capsys, "--neighbours")
+    assert not (run / "analysis").exists() and not (moved / "analysis").exists()
 
 
 def test_umap_without_umap_learn_is_a_one_line_error(tmp_path, capsys):

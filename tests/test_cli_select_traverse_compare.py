@@ -129,6 +129,50 @@ def test_traverse_bad_input(run, tmp_path, capsys):
     _one_line_error(capsys)
 
 
+def _error_before_any_progress(capsys, *needles: str) -> None:
+    """One ``cryoscape: error:`` line on stderr and nothing on stdout (no progress line was printed)."""
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert captured.out == "", captured.out
+    assert len(err) == 1 and err[0].startswith("cryoscape: error:"), err
+    for n in needles:
+        assert n in err[0], (n, err[0])
+
+
+def test_traverse_checks_its_inputs_before_the_search(sim, tmp_path, capsys):
+    moved = RunDirectory.create(tmp_path / "moved", method="test", config={"particles": tmp_path / "gone.star",
+                                                                            "n_particles": 300})
+    moved.write_latents(_latents(sim))
+    moved = moved.path
+    out = tmp_path / "path"
+    assert main(["traverse", str(moved), "--from-particle", "0", "--to-particle", "5", "-o", str(out),
+                 "--local-volumes"]) == 2
+    _error_before_any_progress(capsys, "gone.star", "--particles")
+    assert main(["traverse", str(moved), "--from-particle", "-1", "--to-particle", "5", "-o", str(out)]) == 2
+    _error_before_any_progress(capsys, "--from-particle -1", "out of range")
+    assert main(["traverse", str(moved), "--from-particle", "0", "--to-particle", "5", "-o", str(out),
+                 "--n-points", "1"]) == 2
+    _error_before_any_progress(capsys, "--n-points")
+    assert not out.exists()
+
+
+def test_traverse_uses_the_registered_volume_function(sim, run, tmp_path, monkeypatch):
+    import cryoscape.methods.registry as registry
+
+    calls: list[np.ndarray] = []
+
+    def volume(r, z):
+        calls.append(z)
+        return np.full((32, 32, 32), float(z[0]), dtype=np.float32)
+
+    monkeypatch.setattr(registry, "volume_function", lambda m: volume if m == "test" else None)
+    out = tmp_path / "path"
+    assert main(["traverse", str(run), "--from-particle", "0", "--to-particle", "5", "-o", str(out),
+                 "--n-points", "3"]) == 0
+    path = json.loads((out / "path.json").read_text())
+    assert [v["source"] for v in path["volumes"]] == ["model"] * 3 and len(calls) == 3
+
+
 # ------------------------------------------------------------------ compare
 def test_compare_self_and_permuted(sim, run, tmp_path, capsys):
     z = RunDirectory.open(run).read_latents()[0]
@@ -159,6 +203,37 @@ def test_compare_bad_input(sim, run, tmp_path, capsys):
     _one_line_error(capsys, "--force")
     assert main(["compare", str(run), str(tmp_path), "-o", str(tmp_path / "d.json")]) == 2
     _one_line_error(capsys, "not a cryoscape run directory")
+
+
+def test_compare_checks_its_inputs_before_any_work(sim, run, tmp_path, capsys):
+    out = tmp_path / "c.json"
+    for options, needle in ((["--k", "0"], "--k"), (["--n-query", "0"], "--n-query"),
+                            (["--n-volumes", "-1"], "--n-volumes"), (["--k", "300"], "N − 1 = 299")):
+        assert main(["compare", str(run), str(run), "-o", str(out), *options]) == 2
+        _error_before_any_progress(capsys, needle)
+    unfitted = RunDirectory.create(tmp_path / "unfitted", method="test", config={"n_particles": 300})
+    assert main(["compare", str(run), str(unfitted.path), "-o", str(out)]) == 2
+    _error_before_any_progress(capsys, "latents")
+    assert not out.exists()
+
+
+def test_compare_volumes_come_from_both_runs_volume_functions(sim, run, tmp_path, monkeypatch):
+    import cryoscape.methods.registry as registry
+
+    twin = _run(tmp_path / "twin", sim, RunDirectory.open(run).read_latents()[0], method="twin")
+    grid = np.linspace(-1.0, 1.0, 32)
+    blob = np.exp(-4.0 * (grid[:, None, None] ** 2 + grid[None, :, None] ** 2 + grid[None, None, :] ** 2))
+
+    def volume(r, z):
+        return (blob * (1.0 + 0.1 * float(z[0]))).astype(np.float32)
+
+    monkeypatch.setattr(registry, "volume_function", lambda m: volume if m == "twin" else None)
+    out = tmp_path / "c.json"
+    assert main(["compare", str(run), str(twin), "-o", str(out), "--n-volumes", "2"]) == 0
+    assert json.loads(out.read_text())["volume_fsc_auc_mean"] is None  # run A has no model
+    monkeypatch.setattr(registry, "volume_function", lambda m: volume)
+    assert main(["compare", str(run), str(twin), "-o", str(out), "--n-volumes", "2", "--force"]) == 0
+    assert json.loads(out.read_text())["volume_fsc_auc_mean"] == pytest.approx(1.0, abs=0.05)
 
 
 def test_compare_latents_is_linear_invariant():

@@ -101,10 +101,13 @@ def _heterogeneity(sim: Any, out: Path, components: int, iterations: int, pca_bo
 
 def _analyse(run: Any, sim: Any, seed: int, force: bool) -> tuple[Any, Path]:
     """``cryoscape analyze`` of a run against the simulation's truth: the analysis and its report.html."""
-    from cryoscape.analysis.pipeline import AnalysisSettings, analyse_run, save_analysis
+    from cryoscape.analysis.analysis_files import save_analysis
+    from cryoscape.analysis.latent_analysis import AnalysisSettings
+    from cryoscape.analysis.run_analysis import analyse_run
+    from cryoscape.methods.registry import volume_function
     from cryoscape.report.run_report import REPORT_NAME, write_analysis_report
 
-    analysis = analyse_run(run, AnalysisSettings(seed=seed), truth=sim.truth_path)
+    analysis = analyse_run(run, AnalysisSettings(seed=seed), truth=sim.truth_path, volume_fn=volume_function(run.method))
     save_analysis(analysis, run.analysis_dir, force)
     write_analysis_report(analysis, run.analysis_dir, force)
     return analysis, run.analysis_dir / REPORT_NAME

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 if TYPE_CHECKING:
-    from cryoscape.analysis.pipeline import LatentAnalysis
+    from cryoscape.analysis.latent_analysis import AnalysisSettings, LatentAnalysis
 
 HELP = "analyse a run's latent space: PCA/UMAP, clusters, landscape, trajectories, outliers, report"
 
@@ -90,10 +90,23 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError(f"--neighbours must be at least 1; got {args.neighbours}")
 
 
+def _settings(args: argparse.Namespace) -> "AnalysisSettings":
+    """The analysis settings the options ask for."""
+    from cryoscape.analysis.latent_analysis import AnalysisSettings
+
+    return AnalysisSettings(n_clusters=args.kmeans, umap=args.umap, seed=args.seed, knn_k=args.knn,
+                            n_points=args.n_points, local_volumes=args.local_volumes, n_neighbours=args.neighbours,
+                            outlier_threshold=args.outlier_threshold, device=args.device,
+                            fit_scores=not args.no_fit_scores)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Analyse the run, write the arrays, figures and report, print a summary."""
-    from cryoscape.analysis.pipeline import AnalysisSettings, analyse_run, check_analysis_outputs, save_analysis
+    """Check every input, then analyse the run, write the arrays, figures and report, print a summary."""
+    from cryoscape.analysis.analysis_files import check_analysis_outputs, save_analysis
+    from cryoscape.analysis.run_analysis import analyse_run, check_run_inputs
+    from cryoscape.analysis.run_particles import run_particles
     from cryoscape.io.run_dir import RunDirectory
+    from cryoscape.methods.registry import volume_function
     from cryoscape.report.run_report import REPORT_NAME, write_analysis_report
 
     _check(args)
@@ -103,16 +116,14 @@ def run(args: argparse.Namespace) -> int:
         require_umap()  # fail before any work when umap-learn is missing
     run_dir = RunDirectory.open(args.run)
     check_analysis_outputs(run_dir, args.force)
-    settings = AnalysisSettings(n_clusters=args.kmeans, umap=args.umap, seed=args.seed, knn_k=args.knn,
-                                n_points=args.n_points, local_volumes=args.local_volumes, n_neighbours=args.neighbours,
-                                outlier_threshold=args.outlier_threshold, device=args.device,
-                                fit_scores=not args.no_fit_scores)
+    settings, volume_fn = _settings(args), volume_function(run_dir.method)
     particles = None
     if (args.local_volumes or not args.no_fit_scores) and (args.particles or args.datadir):
-        particles = run_dir.particles(datadir=args.datadir, particles=args.particles)
+        particles = run_particles(run_dir, datadir=args.datadir, particles=args.particles)
+    particles = check_run_inputs(run_dir, settings, args.truth, particles, volume_fn).particles
     progress = _progress(args.no_progress)
     with run_dir.log(f"analyze (k={args.kmeans}, umap={args.umap}, local volumes={args.local_volumes})"):
-        result = analyse_run(run_dir, settings, args.truth, particles, progress)
+        result = analyse_run(run_dir, settings, args.truth, particles, progress, volume_fn)
         out = run_dir.analysis_dir
         if progress:
             progress(f"writing {out}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 HELP = "compare two runs on the same particles: neighbourhood overlap, canonical correlations, volumes"
 
@@ -40,19 +41,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    """Compare, print the table, write JSON."""
-    from cryoscape.analysis.compare import compare_runs
-    from cryoscape.analysis.pipeline import write_json
+def _check(args: argparse.Namespace) -> None:
+    """One-line errors for impossible option values."""
     from cryoscape.errors import InputError
-    from cryoscape.io.atomic import check_output_path
-    from cryoscape.io.run_dir import RunDirectory
 
+    if args.k < 1:
+        raise InputError(f"--k must be at least 1; got {args.k}")
     if args.n_query is not None and args.n_query < 1:
         raise InputError(f"--n-query must be at least 1; got {args.n_query}")
+    if args.n_volumes < 0:
+        raise InputError(f"--n-volumes must be 0 (no volume comparison) or more; got {args.n_volumes}")
+
+
+def _check_runs(run_a: Any, run_b: Any, k: int) -> None:
+    """Both runs hold latents for the same number of particles N, and ``k < N``; one-line errors otherwise."""
+    from cryoscape.errors import InputError
+
+    na, nb = run_a.read_latents()[0].shape[0], run_b.read_latents()[0].shape[0]
+    if na != nb:
+        raise InputError(f"{run_a.path} has {na} particles and {run_b.path} has {nb}; "
+                         "compare runs fitted on the same particles")
+    if k >= na:
+        raise InputError(f"--k must be between 1 and N − 1 = {na - 1} (got {k})")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check every input, then compare, print the table, write JSON."""
+    from cryoscape.analysis.compare import compare_runs
+    from cryoscape.io.atomic import check_output_path
+    from cryoscape.io.plain import write_json
+    from cryoscape.io.run_dir import RunDirectory
+    from cryoscape.methods.registry import volume_function
+
+    _check(args)
     run_a, run_b = RunDirectory.open(args.run_a), RunDirectory.open(args.run_b)
     check_output_path(args.output, args.force)
-    result = compare_runs(run_a, run_b, k=args.k, n_query=args.n_query, n_volumes=args.n_volumes, seed=args.seed)
+    _check_runs(run_a, run_b, args.k)
+    result = compare_runs(run_a, run_b, k=args.k, n_query=args.n_query, n_volumes=args.n_volumes, seed=args.seed,
+                          volume_fn_a=volume_function(run_a.method), volume_fn_b=volume_function(run_b.method))
     for line in result.table():
         print(line)
     for note in result.notes:

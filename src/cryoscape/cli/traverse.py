@@ -59,18 +59,21 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Find the path, write it with its figure and volumes, print a summary."""
-    from cryoscape.analysis.pipeline import check_traversal_outputs, save_traversal, traverse
+    """Check every input and the output folder, then find the path, write it with its figure and volumes."""
+    from cryoscape.analysis.traversal import check_traversal_inputs, check_traversal_outputs, save_traversal, traverse
     from cryoscape.io.run_dir import RunDirectory
+    from cryoscape.methods.registry import volume_function
     from cryoscape.report.run_report import save_figure, traversal_figure
 
     _check(args)
     run_dir = RunDirectory.open(args.run)
+    volume_fn = volume_function(run_dir.method)
+    _, particles = check_traversal_inputs(run_dir, args.from_particle, args.to_particle, args.local_volumes, volume_fn)
     check_traversal_outputs(args.output, args.force)
     result = traverse(run_dir, args.from_particle, args.to_particle, k=args.k, n_points=args.n_points,
                       density_power=args.density_power, local_volumes=args.local_volumes,
                       n_neighbours=args.neighbours, device=args.device,
-                      progress=lambda msg: print(f"  {msg}", flush=True))
+                      progress=lambda msg: print(f"  {msg}", flush=True), volume_fn=volume_fn, particles=particles)
     paths = save_traversal(result, args.output, args.force)
     paths.append(save_figure(traversal_figure(result), Path(args.output) / "path.png", args.force))
     run_dir.log(f"traverse {args.from_particle} -> {args.to_particle}: {len(result.path.indices)} particles -> {args.output}")
