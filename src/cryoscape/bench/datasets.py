@@ -16,7 +16,8 @@ superposed on the C-alpha atoms of the CORE domain) with
     (residues 30–59) from frame ``j = grid[b]``; every other atom (the CORE)
     from frame 0. ``grid`` = ``round(linspace(0, 97, G))`` = 0, 11, 22, 32, 43,
     54, 65, 75, 86, 97. Conformation ``c = a·G + b`` (uniform over the G² cells);
-    ``truth.npz`` ``coordinate`` is (N, 2): ``(i / 97, j / 97)`` (LID, NMP).
+    ``truth.npz`` ``coordinate`` is (N, 2): ``(i / 97, j / 97)`` (LID, NMP)
+    (the structures: :mod:`cryoscape.bench.grid`).
 ``adk-junk``
     N images of which 90 % are particles simulated with the ``adk-1d``
     settings (own seed) and 10 % junk (half pure noise, half a random blob
@@ -49,21 +50,16 @@ from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 
+from cryoscape.bench.grid import _grid_truth, grid_frames, grid_structure  # noqa: F401  grid_frames: re-exported
 from cryoscape.errors import InputError, OutputExistsError
 from cryoscape.io.atomic import atomic_path, write_text_atomic
 from cryoscape.simulate import (
-    ADK_CORE_RESIDUES,
-    ADK_LID_RESIDUES,
-    ADK_NMP_RESIDUES,
-    AtomicStructure,
     SimulationResult,
     adk_trajectory,
     ground_truth_volume,
     load_truth,
-    prepare_trajectory,
     simulate_dataset,
 )
-from cryoscape.simulate.structures import residue_mask
 
 #: Bumped when the way datasets are built changes (invalidates caches).
 FORMAT_VERSION = 1
@@ -184,52 +180,6 @@ class BenchmarkDataset(SimulationResult):
 
     def __repr__(self) -> str:
         return f"BenchmarkDataset({self.name!r}, {super().__repr__()})"
-
-
-# ----------------------------------------------------------------------------- 2D grid
-
-
-def grid_frames(n_frames: int, grid_size: int) -> np.ndarray:
-    """(G,) int64 path frames ``round(linspace(0, F − 1, G))`` spanning the trajectory."""
-    if not 2 <= grid_size <= n_frames:
-        raise InputError(f"grid size {grid_size} must be between 2 and the {n_frames} frames of the path")
-    return np.round(np.linspace(0, n_frames - 1, grid_size)).astype(np.int64)
-
-
-def grid_structure(grid_size: int = 10, reference_frame: int = 0) -> tuple[AtomicStructure, np.ndarray]:
-    """AdK models with LID from frame i and NMP from frame j, for (i, j) on a G × G grid.
-
-    Frames are superposed on the CORE C-alphas first; CORE (and every atom
-    outside LID and NMP) comes from ``reference_frame``. Cell ``c = a·G + b``
-    takes LID from ``grid[a]`` and NMP from ``grid[b]``.
-
-    Returns:
-        (structure with G² frames in Å, cell_frames (G², 2) int64 path frames (LID, NMP)).
-    """
-    adk = adk_trajectory()
-    frames = prepare_trajectory(adk).frames_A
-    grid = grid_frames(adk.n_frames, grid_size)
-    cells = np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1).reshape(-1, 2)
-    lid, nmp = residue_mask(adk.resid, ADK_LID_RESIDUES), residue_mask(adk.resid, ADK_NMP_RESIDUES)
-    out = np.repeat(frames[reference_frame][None], len(cells), axis=0)
-    out[:, lid] = frames[cells[:, 0]][:, lid]
-    out[:, nmp] = frames[cells[:, 1]][:, nmp]
-    st = AtomicStructure(out, adk.elements, adk.resid, adk.atom_names, name="adk-lid-nmp-grid",
-                         source=f"adk LID x NMP grid {grid_size}x{grid_size}",
-                         default_align_residues=ADK_CORE_RESIDUES)
-    return st, cells
-
-
-def _grid_truth(truth: Mapping[str, np.ndarray], cells: np.ndarray, n_path_frames: int,
-                grid_size: int) -> dict[str, np.ndarray]:
-    """Truth with a 2D coordinate ``(i, j) / (F − 1)`` and the grid layout."""
-    t = {k: np.asarray(v) for k, v in truth.items()}
-    conf = t["conformation"]
-    t.update(coordinate=cells[conf] / float(n_path_frames - 1), grid_size=np.int64(grid_size),
-             grid_frames=grid_frames(n_path_frames, grid_size), cell_frames=cells,
-             cell_grid=np.stack(np.divmod(np.arange(len(cells)), grid_size), axis=-1),
-             coordinate_names=np.array(["lid", "nmp"]))
-    return t
 
 
 # ----------------------------------------------------------------------------- builders
