@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -70,18 +70,23 @@ def _resolve_stacks(names: Sequence[str], meta_dir: Path, datadir: Path | None) 
 
 
 # ---------------------------------------------------------------------- STAR
-def _from_star(star: _star.RelionStar, datadir: Path | None) -> dict[str, Any]:
-    df, optics, path = star.particles, star.optics, star.path
-    n = len(df)
+def _star_optics_groups(df: pd.DataFrame, optics: pd.DataFrame | None, path: Path) -> np.ndarray:
+    """Each particle's optics group ``(N,)`` (1 without an optics table); InputError for an undefined group."""
     if optics is not None and "rlnOpticsGroup" in df.columns:
         og = pd.to_numeric(df["rlnOpticsGroup"], errors="coerce").fillna(1).to_numpy(np.int64)
     else:
-        og = np.ones(n, np.int64)
+        og = np.ones(len(df), np.int64)
     if optics is not None and "rlnOpticsGroup" in optics.columns:
         known = set(pd.to_numeric(optics["rlnOpticsGroup"]).astype(int))
         missing = sorted(set(og.tolist()) - known)
         if missing:
             raise InputError(f"{path}: particles use optics group {missing[0]}, which data_optics does not define; fix the optics table")
+    return og
+
+
+def _star_columns(df: pd.DataFrame, optics: pd.DataFrame | None, og: np.ndarray) -> Callable[[str], np.ndarray | None]:
+    """``col(name)``: a numeric column ``(N,)`` from the particle rows, else from the optics table by group, else None."""
+    n = len(df)
 
     def col(name: str) -> np.ndarray | None:
         if name in df.columns:
@@ -96,6 +101,11 @@ def _from_star(star: _star.RelionStar, datadir: Path | None) -> dict[str, Any]:
             return np.full(n, float(pd.to_numeric(optics[name]).iloc[0]))
         return None
 
+    return col
+
+
+def _star_pixel_size(col: Callable[[str], np.ndarray | None], n: int) -> np.ndarray:
+    """``_rlnImagePixelSize``, else ``_rlnDetectorPixelSize · 10⁴ / _rlnMagnification``; NaN where missing or not positive."""
     apix = col("rlnImagePixelSize")
     if apix is None:
         det, mag = col("rlnDetectorPixelSize"), col("rlnMagnification")
@@ -104,48 +114,52 @@ def _from_star(star: _star.RelionStar, datadir: Path | None) -> dict[str, Any]:
                 apix = det * 1e4 / mag
     if apix is None:
         apix = np.full(n, np.nan)
-    apix = np.where(np.isfinite(apix) & (apix > 0), apix, np.nan)
+    return np.where(np.isfinite(apix) & (apix > 0), apix, np.nan)
+
+
+def _star_shifts(col: Callable[[str], np.ndarray | None], apix: np.ndarray, has_poses: bool, n: int) -> np.ndarray | None:
+    """Origins in Å ``(N, 2)``: ``_rlnOriginX/YAngst``, else ``_rlnOriginX/Y`` px × apix, else 0 with poses, else None."""
+    ox, oy = col("rlnOriginXAngst"), col("rlnOriginYAngst")
+    if ox is not None and oy is not None:
+        return np.stack([ox, oy], axis=1)
+    px, py = col("rlnOriginX"), col("rlnOriginY")
+    if px is not None and py is not None:
+        return np.stack([px, py], axis=1) * apix[:, None]
+    return np.zeros((n, 2)) if has_poses else None
+
+
+def _from_star(star: _star.RelionStar, datadir: Path | None) -> dict[str, Any]:
+    df, optics, path = star.particles, star.optics, star.path
+    n = len(df)
+    og = _star_optics_groups(df, optics, path)
+    col = _star_columns(df, optics, og)
+    apix = _star_pixel_size(col, n)
     size = col("rlnImageSize")
     box = np.zeros(n, np.int64) if size is None else np.nan_to_num(size, nan=0).astype(np.int64)
-
     rotations = None
     if all(c in df.columns for c in _ANGLE_COLS):
         rotations = euler_to_matrix(df[list(_ANGLE_COLS)].to_numpy(np.float64))
-    shifts = None
-    ox, oy = col("rlnOriginXAngst"), col("rlnOriginYAngst")
-    if ox is not None and oy is not None:
-        shifts = np.stack([ox, oy], axis=1)
-    else:
-        px, py = col("rlnOriginX"), col("rlnOriginY")
-        if px is not None and py is not None:
-            shifts = np.stack([px, py], axis=1) * apix[:, None]
-    if shifts is None and rotations is not None:
-        shifts = np.zeros((n, 2))
-
     ctf, ctf_missing = _star_ctf(col, path, n)
-
     half = np.full(n, -1, np.int8)
     rs = col("rlnRandomSubset")
     if rs is not None:
         half = np.where(rs == 1, 0, np.where(rs == 2, 1, -1)).astype(np.int8)
-
     images = None
     if "rlnImageName" in df.columns:
         idx, stack = _star.split_image_names(df["rlnImageName"], path)
         images = _stack_source(stack, idx.to_numpy() - 1, path, datadir, warn_unlisted=True)
-    source = _Source("star", path, df, optics, star.other_blocks)
     return dict(
         n=n,
         images=images,
         rotations=rotations,
-        shifts_A=shifts,
+        shifts_A=_star_shifts(col, apix, rotations is not None, n),
         ctf=ctf,
         apix_per_particle=apix,
         box_per_particle=box,
         optics_group=og,
         half_set=half,
         name=str(path),
-        source=source,
+        source=_Source("star", path, df, optics, star.other_blocks),
         ctf_missing=ctf_missing,
     )
 
