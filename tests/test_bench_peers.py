@@ -221,12 +221,12 @@ def test_run_writes_a_run_directory_and_feeds_cryodrgn_our_poses(dataset, fake_d
 
 def test_volume_function_batches_the_hints_in_one_eval_vol_and_caches(dataset, fake_drgn: Path,
                                                                       tmp_path: Path) -> None:
-    model_volume = peers.cryodrgn_volume
+    volume_fn = peers.cryodrgn_volume
     out = peers.run_cryodrgn(dataset, tmp_path / "run", epochs=1)
     run = RunDirectory.open(out)
     z = run.read_latents()[0]
     idx = sample_particles(dataset.truth)
-    vol = model_volume(run, z[idx[3]])
+    vol = volume_fn(run, z[idx[3]])
     assert vol.shape == (BOX, BOX, BOX) and np.allclose(vol, z[idx[3], 0])
     evals = [c for c in _calls(fake_drgn) if c[0] == "eval_vol"]
     assert len(evals) == 1
@@ -234,9 +234,9 @@ def test_volume_function_batches_the_hints_in_one_eval_vol_and_caches(dataset, f
     assert points == [len(set(map(tuple, z[idx])))] and points[0] > 50  # the asked point and the other hints at once
     assert evals[0][evals[0].index("--Apix") + 1] == repr(float(run.apix))
     for i in idx[::7]:  # every sampled particle now comes from the cache, in the right order
-        assert np.allclose(model_volume(run, z[i]), z[i, 0])
+        assert np.allclose(volume_fn(run, z[i]), z[i, 0])
     assert len([c for c in _calls(fake_drgn) if c[0] == "eval_vol"]) == 1
-    other = model_volume(run, z[idx[0]] + 1.0)  # not a hint: a second run of eval_vol for it alone
+    other = volume_fn(run, z[idx[0]] + 1.0)  # not a hint: a second run of eval_vol for it alone
     assert np.allclose(other, z[idx[0], 0] + 1.0)
     assert [c[1] for c in _calls(fake_drgn) if c[0] == "points"][1:] == [1]
 
@@ -317,14 +317,14 @@ def test_read_recovar_latents_refuses_pickled_arrays(tmp_path: Path) -> None:
 
 
 def test_recovar_run_and_volume_function(dataset, fake_recovar: Path, tmp_path: Path) -> None:
-    model_volume = peers.recovar_volume
+    volume_fn = peers.recovar_volume
     out = peers.run_recovar(dataset, tmp_path / "run", zdim=4)
     run = RunDirectory.open(out)
     z = run.read_latents()[0]
     assert run.method == "recovar" and z.shape == (N, 4)
     idx = sample_particles(dataset.truth)
-    assert np.allclose(model_volume(run, z[idx[5]]), z[idx[5], 0])
-    assert np.allclose(model_volume(run, z[idx[-1]]), z[idx[-1], 0])
+    assert np.allclose(volume_fn(run, z[idx[5]]), z[idx[5], 0])
+    assert np.allclose(volume_fn(run, z[idx[-1]]), z[idx[-1], 0])
     assert [c[0] for c in _calls(fake_recovar)] == ["pipeline", "compute_state"]  # one state run for all hints
 
 
