@@ -45,7 +45,7 @@ MIN_PARTICLES = 4
 
 @dataclass
 class AnalysisSettings:
-    """Everything that changes the result of :func:`analyse_run`."""
+    """Everything that changes the result of :func:`~cryoscape.analysis.run_analysis.analyse_run`."""
 
     n_clusters: int = 20
     umap: bool = False
@@ -61,7 +61,8 @@ class AnalysisSettings:
 
 @dataclass
 class LatentAnalysis:
-    """The result of :func:`analyse_latents` (plus volumes and run facts from :func:`analyse_run`)."""
+    """The result of :func:`analyse_latents` (plus volumes and run facts from
+    :func:`~cryoscape.analysis.run_analysis.analyse_run`)."""
 
     latents: np.ndarray  # [N, d] float64
     settings: AnalysisSettings
