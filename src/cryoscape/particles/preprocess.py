@@ -282,12 +282,15 @@ def _write_downsampled_star(
 ) -> None:
     """Write ``ps`` as RELION 3.1 STAR, then point it at the new stack and box."""
     import tempfile
+    import warnings
 
     from cryoscape.io.star import read_star, write_star
 
     with tempfile.TemporaryDirectory(dir=star_path.parent) as tmpdir:
         tmp_star = Path(tmpdir) / "source.star"
-        ps.write_star(tmp_star, force=True)
+        with warnings.catch_warnings():  # the image names are replaced below, so their absence is no news
+            warnings.filterwarnings("ignore", message=".*images are not in a stack file")
+            ps.write_star(tmp_star, force=True)
         star = read_star(tmp_star)
     optics, parts = star.optics, star.particles.copy()
     n = len(parts)
