@@ -128,20 +128,6 @@ def test_volumes_come_from_the_volume_function_passed_in(sim, tmp_path):
     assert analyse_run(run, AnalysisSettings(n_clusters=2, n_points=2, fit_scores=False)).volumes == []
 
 
-def test_pipeline_volume_at_without_a_function_reads_the_registered_hooks(sim, tmp_path):
-    from cryoscape.analysis import pipeline
-
-    run = RunDirectory.open(make_run(tmp_path / "run", sim, method="hooked"))
-    assert pipeline.volume_at(run, np.zeros(3)) is None
-    pipeline.register_volume_hook("hooked", _constant_volume)
-    try:
-        assert float(pipeline.volume_at(run, np.array([2.0, 0.0, 0.0]))[0, 0, 0]) == 2.0
-        assert pipeline.volume_at(run, np.zeros(3), None) is None  # an explicit None is no model
-        assert analyse_run(run, AnalysisSettings(n_clusters=2, fit_scores=False)).volumes == []  # hooks unused
-    finally:
-        pipeline.register_volume_hook("hooked", None)
-
-
 def test_analyze_takes_the_volume_function_from_the_registry(sim, tmp_path, monkeypatch):
     import cryoscape.methods.registry as registry
 

@@ -179,12 +179,12 @@ def test_near_particle_writes_map_half_maps_and_fsc(run, tmp_path):
     assert vol.shape == (BOX,) * 3 and apix == pytest.approx(APIX) and np.isfinite(vol).all() and vol.std() > 0
 
 
-def test_hook_registered_on_import(run):
-    import cryoscape.methods  # noqa: F401
+def test_registry_volume_function_gives_the_mean_at_zero(run):
     from cryoscape.analysis.pipeline import volume_at
     from cryoscape.io.run_dir import RunDirectory
+    from cryoscape.methods.registry import volume_function
 
-    vol = volume_at(RunDirectory.open(run), np.zeros(2))
+    vol = volume_at(RunDirectory.open(run), np.zeros(2), volume_function("pca"))
     np.testing.assert_allclose(vol, _mrc(run / "mean.mrc")[0], rtol=1e-6, atol=1e-6)
 
 

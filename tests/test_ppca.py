@@ -36,6 +36,11 @@ def _truth(D: int) -> tuple[np.ndarray, np.ndarray]:
     return mean, Q[:, 1:].T.reshape(2, D, D, D)
 
 
+def _rep(ps: ParticleSet, latent_dim: int) -> LinearHyperMolecule:
+    """The representation PPCA fits to ``ps``: zero linear volumes at its box."""
+    return LinearHyperMolecule.empty(ps.box, latent_dim, apix=ps.apix)
+
+
 def _ctf(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     df = rng.uniform(3000, 6000, n)
     return {"defocus_u_A": df, "defocus_v_A": df * 0.98, "defocus_angle_deg": rng.uniform(0, 180, n),
@@ -137,7 +142,7 @@ def test_resolution_limited_estep_matches_dense_low_pass():
 
 def test_latents_from_low_resolution_still_recover_the_subspace():
     ps, mean, comps, b, a = _ensemble(n=600, seed=2)
-    res = fit_ppca(ps, 2, n_iterations=8, ridge=1e-3, progress=False, latent_resolution_A=15.0)
+    res = fit_ppca(ps, _rep(ps, 2), n_iterations=8, ridge=1e-3, progress=False, latent_resolution_A=15.0)
     m = default_mask(mean.shape[0]).reshape(-1)
     truth = (comps.reshape(2, -1) * m).T
     found = (res.model.components.numpy().reshape(2, -1) * m).T
@@ -150,7 +155,7 @@ def test_latents_from_low_resolution_still_recover_the_subspace():
 @pytest.fixture(scope="module")
 def ensemble_fit():
     ps, mean, comps, b, a = _ensemble(n=1200)
-    res = fit_ppca(ps, 2, n_iterations=10, ridge=1e-3, progress=False)
+    res = fit_ppca(ps, _rep(ps, 2), n_iterations=10, ridge=1e-3, progress=False)
     return res, mean, comps, b, a
 
 
@@ -225,10 +230,28 @@ def test_result_carries_the_prior_of_its_frame(ensemble_fit):
 def test_too_few_particles_and_no_poses():
     ps, *_ = _ensemble(D=16, n=4)
     with pytest.raises(InputError, match="more particles than components"):
-        fit_ppca(ps[:2], 2, progress=False)
+        fit_ppca(ps[:2], _rep(ps[:2], 2), progress=False)
     unposed = ParticleSet.from_arrays(np.zeros((5, 16, 16), np.float32), apix=2.0, name="unposed")
     with pytest.raises(InputError, match="no particle orientations"):
-        fit_ppca(unposed, 2, progress=False)
+        fit_ppca(unposed, _rep(unposed, 2), progress=False)
+
+
+def test_representation_must_be_linear_in_its_latent_and_fit_the_box():
+    ps, *_ = _ensemble(D=16, n=20)
+    with pytest.raises(InputError, match="^EM over posteriors needs a representation linear in its latent$"):
+        fit_ppca(ps, 2, progress=False)
+    with pytest.raises(InputError, match="box 20 px but the particles 16 px"):
+        fit_ppca(ps, LinearHyperMolecule.empty(20, 2), progress=False)
+
+
+def test_fitted_model_is_built_from_the_template():
+    """The result's model is the template's kind with its settings; the template itself is untouched."""
+    ps, *_ = _ensemble(D=12, n=60, seed=3)
+    template = LinearHyperMolecule.empty(12, 1, apix=ps.apix, oversampling=2.0)
+    res = fit_ppca(ps, template, n_iterations=1, progress=False, fsc_filter=False)
+    assert type(res.model) is LinearHyperMolecule and res.model is not template
+    assert (res.model.box, res.model.latent_dim, res.model.apix) == (12, 1, ps.apix)
+    assert float(template.mean.abs().sum()) == 0.0 and float(res.model.mean.abs().sum()) > 0
 
 
 # ------------------------------------------------------------------ half-set FSC filter of the M-step
@@ -253,7 +276,8 @@ def test_half_set_filter_keeps_noise_out_of_the_components():
     ps, mean, comps, b, a = _ensemble(n=1200, seed=4)
     noisy = _noisy(ps, snr=0.1)
     m = default_mask(mean.shape[0])
-    fits = {f: fit_ppca(noisy, 2, n_iterations=4, progress=False, fsc_filter=f) for f in (False, True)}
+    fits = {f: fit_ppca(noisy, _rep(noisy, 2), n_iterations=4, progress=False, fsc_filter=f)
+            for f in (False, True)}
     out = {f: _outside_span(r.model.components.numpy(), comps, m) for f, r in fits.items()}
     assert out[True] < 0.6 * out[False], out  # measured 0.22 against 0.42
     curves = fits[True].half_set_fsc
@@ -267,7 +291,7 @@ def test_cross_halves_keep_noise_from_being_reinforced():
     half's model claims far less of it."""
     ps, *_ = _ensemble(n=600, seed=4, amplitude=(0.0, 0.0), contrast_spread=0.0)
     noisy = _noisy(ps, snr=0.02)
-    spread = {c: fit_ppca(noisy, 2, n_iterations=6, progress=False, cross_halves=c,
+    spread = {c: fit_ppca(noisy, _rep(noisy, 2), n_iterations=6, progress=False, cross_halves=c,
                           estimate_contrast=False).latents.var(axis=0).sum() for c in (False, True)}
     assert spread[True] < 0.5 * spread[False], spread  # measured 1.1 against 3.5
 
@@ -330,10 +354,12 @@ def test_contrast_prior_is_learnt():
     for spread in (0.0, 0.3):
         ps, *_ = _ensemble(n=600, contrast_spread=spread, seed=6)
         noisy = _noisy(ps, snr=1.0)
-        widths[spread] = fit_ppca(noisy, 2, n_iterations=8, contrast_warmup=2, progress=False).contrast_prior_std
+        fit = fit_ppca(noisy, _rep(noisy, 2), n_iterations=8, contrast_warmup=2, progress=False)
+        widths[spread] = fit.contrast_prior_std
     assert widths[0.0] < 0.1, widths  # measured 0.063 (it keeps falling with more iterations)
     assert 0.12 < widths[0.3] < 0.3, widths  # uniform on ±0.3: standard deviation 0.17; measured 0.185
-    fixed = fit_ppca(_noisy(_ensemble(n=300, seed=6)[0], snr=1.0), 2, n_iterations=4, contrast_warmup=2,
+    small = _noisy(_ensemble(n=300, seed=6)[0], snr=1.0)
+    fixed = fit_ppca(small, _rep(small, 2), n_iterations=4, contrast_warmup=2,
                      progress=False, contrast_prior_std=0.3)
     assert fixed.contrast_prior_std == pytest.approx(0.3)
 
@@ -343,7 +369,7 @@ def _reference_solve(acc, ridge: float, ssnr=None):
     from cryoscape.imaging import complete_channels
     from cryoscape.reconstruct.wiener import regulariser_from_ssnr, shell_mean_weight
 
-    K1, N, h, D = acc.K + 1, acc.N, acc.N // 2, acc.D
+    K1, N, h, D = acc.latent_dim + 1, acc.N, acc.N // 2, acc.D
     full = complete_channels(acc.acc.double(), odd_channels=[2 * p + 1 for p in range(K1)])
     half = full[:, :N, :N, h:].numpy()
     shell, radius = acc._shells("cpu")

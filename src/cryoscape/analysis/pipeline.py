@@ -21,9 +21,7 @@
 The analysis never imports :mod:`cryoscape.methods`: a run's model volume
 comes in as ``volume_fn(run, z)``, which callers above both (the command
 line, the demo, the benchmark) take from
-:func:`cryoscape.methods.registry.volume_function`. ``volume_at`` and
-``register_volume_hook`` here are the compatible path of
-:mod:`cryoscape.analysis.volume_hooks` for code not yet passing ``volume_fn``.
+:func:`cryoscape.methods.registry.volume_function`.
 """
 
 from __future__ import annotations
@@ -60,8 +58,7 @@ from cryoscape.analysis.traversal import (
     traversal_outputs,
     traverse,
 )
-from cryoscape.analysis.volume_hooks import register_volume_hook, volume_at
-from cryoscape.analysis.volumes import GeneratedVolume, VolumeFn, default_neighbours, generate_volumes
+from cryoscape.analysis.volumes import GeneratedVolume, VolumeFn, default_neighbours, generate_volumes, volume_at
 from cryoscape.io.plain import write_json
 
 __all__ = [
@@ -70,7 +67,7 @@ __all__ = [
     "SelectionCriterion", "Traversal",
     "analyse_latents", "embed_2d", "latents_fingerprint", "learning_curves",
     "analyse_run", "check_run_inputs", "truth_path", "read_truth_coordinate",
-    "volume_at", "register_volume_hook", "generate_volumes", "default_neighbours",
+    "volume_at", "generate_volumes", "default_neighbours",
     "analysis_output_names", "check_analysis_outputs", "save_analysis", "read_saved_summary", "write_json",
     "cluster_labels", "run_embedding", "run_outlier_scores", "selection_indices",
     "traverse", "check_traversal_inputs", "traversal_outputs", "check_traversal_outputs", "save_traversal",

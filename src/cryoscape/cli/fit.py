@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cryoscape.cli.fit_compose import add_compose_parser, run_compose
+
 
 DESCRIPTION = """\
 Fit a method of continuous heterogeneity to particles with known poses (a
@@ -20,6 +22,8 @@ methods:
         a latent z, trained with an amortised encoder (VAE) or explicit
         per-particle latents. Writes latents_var.npy, mean.mrc and checkpoints/;
         --resume continues an interrupted fit.
+  compose  any representation (linear, neural) with any inference scheme (em,
+        amortised, explicit) that makes sense; `fit compose --help` lists the pairs.
 """
 
 PCA_DESCRIPTION = """\
@@ -54,6 +58,7 @@ examples:
   cryoscape fit drgn run_data.star -o runs/drgn --zdim 8 --epochs 30
   cryoscape fit drgn run_data.star -o runs/dec --zdim 8 --latents explicit
   cryoscape fit drgn run_data.star -o runs/drgn --zdim 8 --epochs 40 --resume
+  cryoscape fit compose run_data.star -o runs/lin_vae --representation linear --inference amortised
 """
 
 DRGN_DESCRIPTION = """\
@@ -81,12 +86,13 @@ other objects, such as another program's pickled checkpoint, is refused.
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``fit`` sub-command and one sub-command per method."""
-    p = subparsers.add_parser("fit", help="fit a heterogeneity method (pca, drgn) into a run directory",
+    p = subparsers.add_parser("fit", help="fit a heterogeneity method (pca, drgn, or any pair by compose) into a run directory",
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     methods = p.add_subparsers(dest="method", metavar="<method>", required=True)
     _add_pca(methods)
     _add_drgn(methods)
+    add_compose_parser(methods)
     return p
 
 
@@ -200,7 +206,7 @@ _DRGN_OPTIONS = ("base", "encoder", "beta", "batch_size", "lr", "latent_lr", "wa
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen method."""
-    return {"pca": _run_pca, "drgn": _run_drgn}[args.method](args)
+    return {"pca": _run_pca, "drgn": _run_drgn, "compose": run_compose}[args.method](args)
 
 
 def _run_drgn(args: argparse.Namespace) -> int:

@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     criterion.kind()  # exactly one criterion, before any work
     run_dir = RunDirectory.open(args.run)
     check_output_path(args.output, args.force)
-    particles = run_dir.particles(datadir=args.datadir, particles=args.particles)
+    from cryoscape.analysis.run_particles import run_particles
+
+    particles = run_particles(run_dir, datadir=args.datadir, particles=args.particles)
     idx = selection_indices(run_dir, criterion, args.invert, lambda msg: print(f"  {msg}", flush=True))
     out = export_selection(particles, idx, args.output, force=args.force, project_dir=args.project)
     run_dir.log(f"select: {idx.size} of {len(particles)} particles -> {out}")

@@ -143,7 +143,9 @@ def _near_particle(run_dir: Any, args: argparse.Namespace) -> list[Path]:
         raise InputError("--device cuda was given but no CUDA GPU is available; use --device cpu")
     check_outputs(args.output, args.force)
     latents = run_dir.read_latents()[0]
-    particles = run_dir.particles(datadir=args.datadir, particles=args.particles)
+    from cryoscape.analysis.run_particles import run_particles
+
+    particles = run_particles(run_dir, datadir=args.datadir, particles=args.particles)
     rec = reconstruct_near_particle(particles, latents, args.near_particle, n_neighbours=args.n_neighbours,
                                     progress=not args.no_progress, device=args.device)
     print(f"local reconstruction at particle {args.near_particle}: resolution at FSC 0.143 "

@@ -1,10 +1,10 @@
-"""Named recipes users run: representation + inference + defaults, one module each.
+"""Named methods users run: a representation and an inference scheme with their defaults.
 
-Importing this package registers each recipe's volume hook
-(:func:`cryoscape.analysis.pipeline.register_volume_hook`), so ``analyze``,
-``traverse``, ``compare`` and ``volume`` can generate volumes from a run's
-own model. It also holds two helpers any method with a model shares:
-:func:`model_volume` and :func:`component_sweep`.
+:mod:`cryoscape.methods.registry` lists every method (the presets ``pca`` and
+``drgn`` and every other runnable (representation, inference) pair); the CLI,
+the analysis callers and the benchmark read it. This package also holds the
+helpers any method with a model shares: :func:`model_volume`,
+:func:`component_sweep` and :func:`curve_sweep`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from cryoscape.errors import InputError
 from cryoscape.methods import drgn, pca
 from cryoscape.methods.drgn import run_drgn
 from cryoscape.methods.pca import run_pca
+from cryoscape.methods.registry import METHODS, get_method, method_for_pair, volume_function
 
-__all__ = ["pca", "run_pca", "drgn", "run_drgn", "model_volume", "component_sweep", "curve_sweep", "RECIPES"]
+__all__ = ["pca", "run_pca", "drgn", "run_drgn", "model_volume", "component_sweep", "curve_sweep", "RECIPES",
+           "METHODS", "get_method", "method_for_pair", "volume_function"]
 
-RECIPES: tuple[str, ...] = ("pca", "drgn")
-"""Method names with a recipe in this package."""
+RECIPES: tuple[str, ...] = tuple(METHODS)
+"""Every method name in the registry (presets first)."""
 
 
 def model_volume(run: Any, z: Any) -> np.ndarray:
@@ -30,18 +32,16 @@ def model_volume(run: Any, z: Any) -> np.ndarray:
     One-line :class:`InputError` when ``z`` does not have the latents' dimension
     or the run's method has no model (use a local reconstruction instead).
     """
-    from cryoscape.analysis.pipeline import volume_at
-
     point = np.asarray(z, dtype=np.float64).reshape(-1)
     d = _latent_dim(run)
     if point.size != d:
         raise InputError(f"the latent point has {point.size} coordinates but the run {run.path} has {d}-D latents; "
                          "give one value per dimension")
-    vol = volume_at(run, point)
-    if vol is None:
+    fn = volume_function(run.method)
+    if fn is None:
         raise InputError(f"{run.method!r} runs have no model to generate volumes from; "
                          "use --near-particle for a local reconstruction instead")
-    return vol
+    return np.asarray(fn(run, point), dtype=np.float32)
 
 
 def _latent_dim(run: Any) -> int:

@@ -94,13 +94,17 @@ holding other objects (e.g. a pickled checkpoint of another program) is refused
 with a one-line error before anything in it runs.
 
 Volumes at latent points for ``analyze``, ``traverse``, ``compare`` and
-``volume`` come from :func:`drgn_volume`, registered as the volume hook of the
-method ``drgn`` when :mod:`cryoscape.methods` is imported.
+``volume`` come from :func:`drgn_volume`, the volume function of every
+gradient-fitted method in :mod:`cryoscape.methods.registry`.
+
+The same driver fits the linear representation (``representation="linear"``:
+mean plus ``zdim`` principal volumes, started at the consensus and at the top
+principal volumes of the low-resolution covariance) by the same amortised or
+explicit schemes: the registry's ``linear-amortised`` and ``linear-explicit``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -110,122 +114,20 @@ from typing import Any
 import numpy as np
 
 from cryoscape.errors import InputError
+from cryoscape.methods.drgn_model import (build_model, drgn_volume, load_decoder,  # noqa: F401  (re-exported)
+                                          representation_volume, start_representation)
+from cryoscape.methods.drgn_settings import (BASES, DrgnSettings, make_settings,  # noqa: F401  (re-exported)
+                                             settings_from_params)
+
+_settings_from_params = settings_from_params
+_settings = make_settings
 
 __all__ = ["METHOD", "DrgnSettings", "DrgnRun", "run_drgn", "load_decoder", "drgn_volume", "build_model"]
 
 METHOD = "drgn"
-BASES = ("consensus", "none")
 MEAN_MAP = "mean.mrc"
 ROT_CORR = "rotation_corrections.npy"
 SHIFT_CORR = "shift_corrections_A.npy"
-
-
-@dataclass
-class DrgnSettings:
-    """Hyper-parameters of a ``drgn`` fit (all stored in ``config.yaml``).
-
-    Model: zdim; latents "amortised" | "explicit"; base "consensus" (the decoder is
-    the consensus reconstruction plus the network, see
-    :mod:`cryoscape.models.neural`) | "none"; encoder "mlp" | "cnn";
-    enc_hidden, enc_layers; dec_hidden, dec_layers; pe "geometric" | "gaussian";
-    pe_dim, pe_min_px, pe_max_px, pe_sigma_px (None: defaults of
-    :func:`cryoscape.models.neural.decoder_spec`). Data: max_freq (fitted
-    frequencies, fraction of Nyquist), encoder_max_freq (encoder input),
-    encoder_phase_flip, encoder_residual (the encoder sees the image minus the
-    rendered reference volume), encoder_pose (the MLP encoder also reads the
-    pose), invert (stacks dark on white), use_ctf. warmup_epochs (explicit
-    latents only: amortised epochs before the per-particle table takes over,
-    started at the encoder's means; 0: random start). latent_refine_steps
-    (both schemes; 0: off): Gauss–Newton steps per particle against the final
-    decoder after training, from the table (explicit) or the encoder's means
-    (amortised); see :func:`cryoscape.inference.vae.polished_latents`. Training: see
-    :class:`cryoscape.inference.vae.TrainSettings`.
-    """
-
-    zdim: int = 8
-    latents: str = "amortised"
-    epochs: int = 20
-    base: str = "consensus"
-    encoder: str = "mlp"
-    enc_hidden: int = 256
-    enc_layers: int = 3
-    dec_hidden: int = 128
-    dec_layers: int = 3
-    pe: str = "geometric"
-    pe_dim: int | None = None
-    pe_min_px: float = 0.5
-    pe_max_px: float | None = None
-    pe_sigma_px: float | None = None
-    max_freq: float = 0.3
-    encoder_max_freq: float = 0.3
-    encoder_phase_flip: bool = True
-    encoder_residual: bool = True
-    encoder_pose: bool = True
-    invert: bool = False
-    use_ctf: bool = True
-    batch_size: int = 32
-    lr: float = 3e-3
-    latent_lr: float = 1.5
-    warmup_epochs: int = 0
-    latent_refine_steps: int = 3
-    beta: float = 0.1
-    refine_poses: bool = False
-    refine_start_epoch: int = 2
-    pose_lr: float = 1e-3
-    shift_lr_A: float = 0.01
-    seed: int = 0
-    device: str = "cpu"
-    amp: bool = True
-    keep_last: int = 2
-
-    def check(self) -> None:
-        """One-line :class:`InputError` for impossible values (before any work)."""
-        from cryoscape.inference.vae import LATENT_SCHEMES
-        from cryoscape.models.encoder import ENCODER_KINDS
-        from cryoscape.models.neural import ENCODINGS
-
-        if self.zdim < 1:
-            raise InputError(f"--zdim is {self.zdim}; give at least 1 latent dimension")
-        if self.latents not in LATENT_SCHEMES:
-            raise InputError(f"--latents must be one of {', '.join(LATENT_SCHEMES)}; got {self.latents!r}")
-        if self.base not in BASES:
-            raise InputError(f"--base must be one of {', '.join(BASES)}; got {self.base!r}")
-        if self.encoder not in ENCODER_KINDS:
-            raise InputError(f"--encoder must be one of {', '.join(ENCODER_KINDS)}; got {self.encoder!r}")
-        if self.pe not in ENCODINGS:
-            raise InputError(f"--pe must be one of {', '.join(ENCODINGS)}; got {self.pe!r}")
-        for name in ("enc_hidden", "enc_layers", "dec_hidden", "dec_layers"):
-            if getattr(self, name) < 1:
-                raise InputError(f"{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}")
-        if self.pe_dim is not None and self.pe_dim < 1:
-            raise InputError(f"--pe-dim must be at least 1; got {self.pe_dim}")
-        for name in ("max_freq", "encoder_max_freq"):
-            v = getattr(self, name)
-            if not 0 < v <= 1:
-                raise InputError(f"--{name.replace('_', '-')} must be a fraction of Nyquist in (0, 1]; got {v}")
-        self.train_settings().check()
-        if self.latent_refine_steps < 0:
-            raise InputError(f"--latent-refine-steps must be >= 0; got {self.latent_refine_steps}")
-        if self.warmup_epochs and self.latents != "explicit":
-            raise InputError("--warmup-epochs applies to --latents explicit only; drop it for amortised latents")
-        if self.warmup_epochs >= self.epochs:
-            raise InputError(f"--warmup-epochs ({self.warmup_epochs}) must be below --epochs ({self.epochs}) "
-                             "so that the explicit latents get trained")
-
-    def train_settings(self) -> Any:
-        """The :class:`~cryoscape.inference.vae.TrainSettings` part."""
-        from cryoscape.inference.vae import TrainSettings
-
-        names = {f.name for f in dataclasses.fields(TrainSettings)}
-        return TrainSettings(**{k: v for k, v in asdict(self).items() if k in names})
-
-    def decoder_spec(self, box: int) -> dict[str, Any]:
-        """The decoder description for :func:`cryoscape.models.neural.build_decoder`."""
-        from cryoscape.models.neural import decoder_spec
-
-        return decoder_spec(box, self.zdim, self.dec_hidden, self.dec_layers, self.pe, self.pe_dim,
-                            self.pe_min_px, self.pe_max_px, self.pe_sigma_px, pe_seed=self.seed,
-                            base=self.base == "consensus")
 
 
 @dataclass
@@ -265,49 +167,12 @@ def _flat_config(ps: Any, particles_path: str | os.PathLike, datadir: str | os.P
                  s: DrgnSettings, norm_scale: float) -> dict[str, Any]:
     """Data keys, every hyper-parameter, the decoder description and the image normalisation."""
     box = int(ps.box)
-    spec = s.decoder_spec(box)
+    spec = s.decoder_spec(box, float(ps.apix))
     params = asdict(s)
     params.update({k: spec[k] for k in ("pe_dim", "pe_min_px", "pe_max_px", "pe_sigma_px") if k in spec})
     return {"particles": str(Path(particles_path).expanduser().resolve()), "datadir": datadir,
             "n_particles": len(ps), "box": box, "apix": float(ps.apix), **params,
             "norm_scale": float(norm_scale)}
-
-
-def build_model(params: dict[str, Any], box: int, n_particles: int, device: str = "cpu") -> Any:
-    """A fresh :class:`~cryoscape.inference.vae.DrgnModel` from a run's params (weights: seeded init)."""
-    import torch
-
-    from cryoscape.inference.vae import DrgnModel, fit_points
-    from cryoscape.models.encoder import build_encoder
-    from cryoscape.models.neural import build_decoder
-
-    s = _settings_from_params(params)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(s.seed))
-        decoder = build_decoder(s.decoder_spec(box))
-        encoder = None
-        if s.latents == "amortised" or s.warmup_epochs > 0:
-            pts = fit_points(box, s.max_freq, s.encoder_max_freq).encoder
-            encoder = build_encoder({"kind": s.encoder, "zdim": s.zdim, "hidden": s.enc_hidden,
-                                     "layers": s.enc_layers, "box": box, "pose": s.encoder_pose}, pts)
-        model = DrgnModel(decoder, encoder, n_particles, refine_poses=s.refine_poses,
-                          explicit=s.latents == "explicit")
-    return model.to(device)
-
-
-def _settings_from_params(params: dict[str, Any]) -> DrgnSettings:
-    names = {f.name for f in dataclasses.fields(DrgnSettings)}
-    return DrgnSettings(**{k: v for k, v in params.items() if k in names})
-
-
-def _settings(zdim: int, epochs: int, latents: str, options: dict[str, Any]) -> DrgnSettings:
-    names = {f.name for f in dataclasses.fields(DrgnSettings)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise InputError(f"unknown drgn option {unknown[0]!r}; choose from {', '.join(sorted(names))}")
-    s = DrgnSettings(zdim=zdim, epochs=epochs, latents=latents, **options)
-    s.check()
-    return s
 
 
 # ---------------------------------------------------------------- outputs
@@ -336,9 +201,8 @@ def _write_outputs(run: Any, model: Any, mean: np.ndarray, var: np.ndarray, hist
     run.write_metrics({**history, **{k: float(v) for k, v in timing.items()}, "norm_scale": float(norm_scale),
                        "n_epochs": len(history.get("loss", []))}, merge=False)
     files.append(run.path / METRICS)
-    vol = model.decoder.volume(np.asarray(mean, dtype=np.float32).mean(axis=0), scale=norm_scale,
-                               max_freq=max_freq)
-    files.append(write_mrc(run.path / MEAN_MAP, vol.cpu().numpy().astype(np.float32), apix, force=True))
+    vol = representation_volume(model.decoder, np.asarray(mean, dtype=np.float32).mean(axis=0), norm_scale, max_freq)
+    files.append(write_mrc(run.path / MEAN_MAP, vol, apix, force=True))
     return files
 
 
@@ -359,9 +223,10 @@ def run_drgn(
     force: bool = False,
     resume: bool | str | os.PathLike = False,
     progress: bool = True,
+    method: str = METHOD,
     **options: Any,
 ) -> DrgnRun:
-    """Fit the neural hyper-molecule to a posed particle file and write the run folder ``out_dir``.
+    """Fit a representation by a gradient scheme to a posed particle file and write the run folder ``out_dir``.
 
     Args:
         particles_path: STAR / .cs file with poses and CTF.
@@ -373,7 +238,8 @@ def run_drgn(
         resume: True continues from the run's latest checkpoint; a path continues from
             that checkpoint file (always read with ``weights_only=True``).
         progress: progress bars.
-        **options: any other field of :class:`DrgnSettings` (``encoder``, ``beta``,
+        method: the registry name recorded in ``config.yaml`` (``drgn``, ``linear-amortised``, ...).
+        **options: any other field of :class:`DrgnSettings` (``representation``, ``encoder``, ``beta``,
             ``batch_size``, ``lr``, ``refine_poses``, ``seed``, ``device``, ...).
     Returns:
         :class:`DrgnRun`.
@@ -381,18 +247,19 @@ def run_drgn(
     from cryoscape.inference.vae import (ParticleBatches, estimate_norm_scale, fit_points, infer_latents,
                                          polished_latents, train)
     from cryoscape.io.run_dir import RunDirectory
+    from cryoscape.models import describe
 
-    s = _settings(zdim, epochs, latents, options)
+    s = make_settings(zdim, epochs, latents, options)
     _check_device(s.device)
     if force and resume:
         raise InputError(f"{out_dir}: pass either --force (start over) or --resume (continue), not both")
     root = Path(out_dir).expanduser()
     checkpoint, saved_norm = None, None
     if resume:
-        checkpoint, saved_norm = _read_checkpoint(root, resume)
+        checkpoint, saved_norm = _read_checkpoint(root, resume, method)
     ps = _load_particles(particles_path, datadir, s)
     norm_scale = saved_norm if saved_norm is not None else estimate_norm_scale(ps, invert=s.invert)
-    run = RunDirectory.create(root, METHOD, _flat_config(ps, particles_path, datadir, s, norm_scale),
+    run = RunDirectory.create(root, method, _flat_config(ps, particles_path, datadir, s, norm_scale),
                               force=force, resume=bool(resume))
     if not resume:
         _clear_outputs(run.path)
@@ -400,11 +267,12 @@ def run_drgn(
             f"image scale {norm_scale:.6g}" + ("" if s.use_ctf else "; no CTF applied (--no-ctf)"))
     box = int(ps.box)
     model = build_model(run.params, box, len(ps), s.device)
-    if checkpoint is None and s.base == "consensus":
-        model.decoder.set_base(_consensus(run, ps, s, norm_scale, progress))
+    if checkpoint is None:
+        consensus = _consensus(run, ps, s, norm_scale, progress) if s.base == "consensus" else None
+        start_representation(model, ps, s, consensus, norm_scale, run, progress)
+    run.log(describe(model.decoder) + f", fitted by {s.latents} latents")
     data = ParticleBatches(ps, fit_points(box, s.max_freq, s.encoder_max_freq), norm_scale, s.use_ctf, s.invert,
-                           s.encoder_phase_flip and (s.latents == "amortised" or s.warmup_epochs > 0), s.device,
-                           encoder_residual=s.encoder_residual)
+                           s.encoder_phase_flip and s.uses_encoder, s.device, encoder_residual=s.encoder_residual)
     ts = s.train_settings()
     start = 0 if checkpoint is None else int(checkpoint["epoch"])
     t0 = time.perf_counter()
@@ -443,13 +311,15 @@ def _check_device(device: str) -> None:
         raise InputError("--device cuda was given but no CUDA GPU is available; use --device cpu")
 
 
-def _read_checkpoint(root: Path, resume: bool | str | os.PathLike) -> tuple[dict[str, Any], float]:
+def _read_checkpoint(root: Path, resume: bool | str | os.PathLike, method: str = METHOD
+                     ) -> tuple[dict[str, Any], float]:
     """The checkpoint to continue from and the run's saved image scale (one-line errors)."""
     from cryoscape.io.run_dir import RunDirectory
 
     run = RunDirectory.open(root)
-    if run.method != METHOD:
-        raise InputError(f"cannot resume {root}: it holds a {run.method!r} run, not 'drgn'; choose another output folder")
+    if run.method != method:
+        raise InputError(f"cannot resume {root}: it holds a {run.method!r} run, not {method!r}; "
+                         "choose another output folder")
     path = None if resume is True else Path(resume)
     state = run.load_checkpoint(path)
     norm = run.params.get("norm_scale")
@@ -458,54 +328,4 @@ def _read_checkpoint(root: Path, resume: bool | str | os.PathLike) -> tuple[dict
     return state, float(norm)
 
 
-# ---------------------------------------------------------------- the model hook
-_DECODERS: dict[tuple[str, int], Any] = {}
 
-
-def load_decoder(run: Any) -> Any:
-    """The trained decoder of a ``drgn`` run (rebuilt from ``config.yaml``, weights read with
-    ``weights_only=True``); the last one read is kept until ``weights.pt`` changes."""
-    from cryoscape.io.run_dir import WEIGHTS
-    from cryoscape.models.neural import build_decoder
-
-    path = run.path / WEIGHTS
-    key = (str(path.resolve()), path.stat().st_mtime_ns if path.is_file() else -1)
-    if key not in _DECODERS:
-        state = run.load_weights()  # one-line error when the fit has not finished
-        s = _settings_from_params(run.params)
-        decoder = build_decoder(s.decoder_spec(int(run.box)))
-        sub = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
-        try:
-            decoder.load_state_dict(sub)
-        except RuntimeError as exc:
-            raise InputError(f"{path} does not match the model in {run.path}/config.yaml; "
-                             "restore the files the fit wrote") from exc
-        decoder.eval()
-        _DECODERS.clear()
-        _DECODERS[key] = decoder
-    return _DECODERS[key]
-
-
-def drgn_volume(run: Any, z: np.ndarray) -> np.ndarray:
-    """The volume ``[D, D, D]`` float32 of the run's decoder at latent ``z (zdim,)``, at the run's box."""
-    import torch
-
-    decoder = load_decoder(run)
-    z = np.asarray(z, dtype=np.float64).reshape(-1)
-    if z.size != decoder.zdim:
-        raise InputError(f"the latent point has {z.size} coordinates but the drgn run {run.path} has "
-                         f"{decoder.zdim}-D latents; give one per dimension")
-    params = run.params
-    vol = decoder.volume(torch.as_tensor(z, dtype=torch.float32), scale=float(params["norm_scale"]),
-                         max_freq=float(params.get("max_freq", 1.0)))
-    return vol.numpy().astype(np.float32)
-
-
-def _register() -> None:
-    """Make ``drgn`` runs produce volumes from their decoder in analyze/traverse/compare/volume."""
-    from cryoscape.analysis.pipeline import register_volume_hook
-
-    register_volume_hook(METHOD, drgn_volume)
-
-
-_register()

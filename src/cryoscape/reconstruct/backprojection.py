@@ -44,11 +44,11 @@ this module re-exports them.
 from __future__ import annotations
 
 from cryoscape.imaging.ctf import CTF_FIELDS
-from cryoscape.reconstruct.accumulate import _CHUNK, BackprojectionSums, Backprojector, _numpy, _take
+from cryoscape.reconstruct.accumulate import BackprojectionSums, Backprojector
 from cryoscape.reconstruct.homogeneous import FSC_THRESHOLD, Reconstruction, check_reconstruction_inputs, reconstruct
 from cryoscape.reconstruct.masks import default_mask, load_mask
 from cryoscape.reconstruct.outputs import check_outputs, output_paths
-from cryoscape.reconstruct.stream import _ctf_columns, assign_half_sets, backproject
+from cryoscape.reconstruct.stream import assign_half_sets, backproject
 
 __all__ = [
     "CTF_FIELDS",

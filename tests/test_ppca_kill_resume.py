@@ -1,0 +1,75 @@
+"""``cryoscape fit pca`` killed with SIGKILL after its first checkpoint, then ``--resume``: the same latents
+as an uninterrupted run with the same seed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cryoscape.simulate import simulate_dataset
+
+N, BOX, APIX, ITERATIONS = 240, 32, 4.0, 6
+TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    out = tmp_path_factory.mktemp("killpca") / "sim"
+    return simulate_dataset("adk", n_particles=N, box=BOX, apix=APIX, snr=0.5, conformations="0,97",
+                            out_dir=out, progress=False, seed=0)
+
+
+def _command(star: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cryoscape.cli.main", "fit", "pca", str(star), "-o", str(out),
+            "--components", "2", "--iterations", str(ITERATIONS), "--init", "random", "--spectral-components", "0",
+            "--batch-size", "64", "--no-progress", *extra]
+
+
+def _env() -> dict[str, str]:
+    """One thread per process, so the killed run and the reference do not compete for cores."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _run(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _kill_after_first_checkpoint(cmd: list[str], out: Path) -> int:
+    """Start ``cmd``, SIGKILL it as soon as ``out/checkpoints`` holds a checkpoint; the iterations it had saved."""
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    folder = out / "checkpoints"
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while not (folder.is_dir() and any(p.name.startswith("epoch_") for p in folder.iterdir())):
+            assert proc.poll() is None, f"the fit ended (rc {proc.returncode}) before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the fit finished before it could be killed"
+    return max(int(p.stem.split("_")[1]) for p in folder.glob("epoch_*.pt"))
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_latents(sim, tmp_path):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    reference = subprocess.Popen(_command(sim.star_path, whole), env=_env(), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+    saved = _kill_after_first_checkpoint(_command(sim.star_path, part), part)
+    assert 1 <= saved < ITERATIONS
+    assert not (part / "latents.npy").exists()
+    _run(_command(sim.star_path, part, "--resume"))
+    _, err = reference.communicate(timeout=TIMEOUT_S)
+    assert reference.returncode == 0, err[-2000:]
+    assert "resuming after iteration" in (part / "log.txt").read_text()
+    resumed, uninterrupted = np.load(part / "latents.npy"), np.load(whole / "latents.npy")
+    assert resumed.shape == uninterrupted.shape == (N, 2)
+    assert np.abs(resumed - uninterrupted).max() <= 1e-4
