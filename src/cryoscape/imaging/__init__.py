@@ -29,10 +29,11 @@ from .projector import (
     padded_volume_ft,
 )
 from .shift import phase_shift, translate_images
+from .slicing import extract_slices_half_stack
 from .wiener import wiener_volume
 
 __all__ = [
-    "FourierProjector", "extract_slices", "extract_slices_half", "insert_slices", "insert_weights",
+    "FourierProjector", "extract_slices", "extract_slices_half", "extract_slices_half_stack", "insert_slices", "insert_weights",
     "insert_half", "new_accumulator", "hermitian_complete", "complete_channels", "wiener_volume",
     "grid_correction", "padded_volume_ft", "half_to_full", "half_to_image", "image_to_half",
     "compute_ctf", "ctf_from_freqs", "electron_wavelength_A", "phase_shift", "translate_images",

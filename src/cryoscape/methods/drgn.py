@@ -266,7 +266,7 @@ def run_drgn(
     run.log(f"particles: {len(ps)} from {particles_path}, box {ps.box} px, {ps.apix:.4g} Å/px, "
             f"image scale {norm_scale:.6g}" + ("" if s.use_ctf else "; no CTF applied (--no-ctf)"))
     box = int(ps.box)
-    model = build_model(run.params, box, len(ps), s.device)
+    model = build_model(run.params, box, len(ps), s.device, float(ps.apix))
     if checkpoint is None:
         consensus = _consensus(run, ps, s, norm_scale, progress) if s.base == "consensus" else None
         start_representation(model, ps, s, consensus, norm_scale, run, progress)
@@ -275,6 +275,8 @@ def run_drgn(
                            s.encoder_phase_flip and s.uses_encoder, s.device, encoder_residual=s.encoder_residual)
     ts = s.train_settings()
     start = 0 if checkpoint is None else int(checkpoint["epoch"])
+    if checkpoint is not None:
+        run.log(f"resuming after epoch {start}")
     t0 = time.perf_counter()
     with run.log(f"training {s.latents} latents (zdim {s.zdim}), epochs {start + 1}..{s.epochs}"):
         result = train(model, data, ts, run=run, checkpoint=checkpoint, progress=progress)

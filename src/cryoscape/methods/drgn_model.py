@@ -21,8 +21,9 @@ from cryoscape.methods.drgn_settings import DrgnSettings, settings_from_params
 __all__ = ["build_model", "start_representation", "load_decoder", "drgn_volume", "representation_volume"]
 
 
-def build_model(params: dict[str, Any], box: int, n_particles: int, device: str = "cpu") -> Any:
-    """A fresh :class:`~cryoscape.inference.latent_model.LatentModel` from a run's params (weights: seeded init)."""
+def build_model(params: dict[str, Any], box: int, n_particles: int, device: str = "cpu", apix: float = 1.0) -> Any:
+    """A fresh :class:`~cryoscape.inference.latent_model.LatentModel` from a run's params (weights: seeded init);
+    ``apix``: the particles' pixel size (Å)."""
     import torch
 
     from cryoscape.inference.batches import fit_points
@@ -33,7 +34,7 @@ def build_model(params: dict[str, Any], box: int, n_particles: int, device: str 
     s = settings_from_params(params)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(s.seed))
-        decoder = build_representation(s.decoder_spec(box, float(params.get("apix", 1.0))))
+        decoder = build_representation(s.decoder_spec(box, float(apix)))
         encoder = None
         if s.uses_encoder:
             pts = fit_points(box, s.max_freq, s.encoder_max_freq).encoder
@@ -104,7 +105,7 @@ def load_decoder(run: Any) -> Any:
     if key not in _DECODERS:
         state = run.load_weights()  # one-line error when the fit has not finished
         s = settings_from_params(run.params)
-        decoder = build_representation(s.decoder_spec(int(run.box), float(run.params.get("apix", 1.0))))
+        decoder = build_representation(s.decoder_spec(int(run.box), float(run.apix)))
         sub = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
         try:
             decoder.load_state_dict(sub)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cryoscape.imaging import extract_slices_half, half_to_full, padded_volume_ft
+from cryoscape.imaging import extract_slices_half, extract_slices_half_stack, half_to_full, padded_volume_ft
 
 __all__ = ["LinearHyperMolecule"]
 
@@ -188,8 +188,7 @@ class LinearHyperMolecule(nn.Module):
         fts = self.padded_fts()
         R = _tensor(rotations, self.dtype, self.device).reshape(-1, 3, 3) if not isinstance(rotations, torch.Tensor) \
             else rotations.to(device=self.device, dtype=self.dtype).reshape(-1, 3, 3)
-        out = torch.stack([extract_slices_half(ft, R, self.box, self.oversampling) for ft in fts], dim=1)
-        return out if points is None else out[..., points]
+        return extract_slices_half_stack(fts, R, self.box, self.oversampling, points)
 
     def _coefficients(self, z, B: int, dtype: torch.dtype) -> torch.Tensor:
         if z is None:

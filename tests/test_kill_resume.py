@@ -1,5 +1,5 @@
-"""``cryoscape fit pca`` killed with SIGKILL after its first checkpoint, then ``--resume``: the same latents
-as an uninterrupted run with the same seed."""
+"""``cryoscape fit pca`` and ``fit drgn`` killed with SIGKILL after their first checkpoint, then ``--resume``:
+the same latents as an uninterrupted run with the same seed."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import pytest
 from cryoscape.simulate import simulate_dataset
 
 N, BOX, APIX, ITERATIONS = 240, 32, 4.0, 6
+DRGN_SMALL = ("--dec-hidden", "16", "--enc-hidden", "16", "--dec-layers", "2", "--enc-layers", "2", "--pe-dim", "4",
+              "--batch-size", "16", "--latent-refine-steps", "1")
 TIMEOUT_S = 300
 
 
@@ -26,10 +28,12 @@ def sim(tmp_path_factory):
                             out_dir=out, progress=False, seed=0)
 
 
-def _command(star: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "cryoscape.cli.main", "fit", "pca", str(star), "-o", str(out),
-            "--components", "2", "--iterations", str(ITERATIONS), "--init", "random", "--spectral-components", "0",
-            "--batch-size", "64", "--no-progress", *extra]
+def _command(method: str, star: Path, out: Path, *extra: str) -> list[str]:
+    head = [sys.executable, "-m", "cryoscape.cli.main", "fit", method, str(star), "-o", str(out), "--no-progress"]
+    if method == "pca":
+        return [*head, "--components", "2", "--iterations", str(ITERATIONS), "--init", "random",
+                "--spectral-components", "0", "--batch-size", "64", *extra]
+    return [*head, "--zdim", "2", "--epochs", str(ITERATIONS), *DRGN_SMALL, *extra]
 
 
 def _env() -> dict[str, str]:
@@ -59,17 +63,18 @@ def _kill_after_first_checkpoint(cmd: list[str], out: Path) -> int:
     return max(int(p.stem.split("_")[1]) for p in folder.glob("epoch_*.pt"))
 
 
-def test_sigkill_then_resume_gives_the_uninterrupted_latents(sim, tmp_path):
+@pytest.mark.parametrize("method", ["pca", "drgn"])
+def test_sigkill_then_resume_gives_the_uninterrupted_latents(sim, tmp_path, method):
     whole, part = tmp_path / "whole", tmp_path / "part"
-    reference = subprocess.Popen(_command(sim.star_path, whole), env=_env(), stdout=subprocess.DEVNULL,
+    reference = subprocess.Popen(_command(method, sim.star_path, whole), env=_env(), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, text=True)
-    saved = _kill_after_first_checkpoint(_command(sim.star_path, part), part)
+    saved = _kill_after_first_checkpoint(_command(method, sim.star_path, part), part)
     assert 1 <= saved < ITERATIONS
     assert not (part / "latents.npy").exists()
-    _run(_command(sim.star_path, part, "--resume"))
+    _run(_command(method, sim.star_path, part, "--resume"))
     _, err = reference.communicate(timeout=TIMEOUT_S)
     assert reference.returncode == 0, err[-2000:]
-    assert "resuming after iteration" in (part / "log.txt").read_text()
+    assert f"resuming after {'iteration' if method == 'pca' else 'epoch'} {saved}" in (part / "log.txt").read_text()
     resumed, uninterrupted = np.load(part / "latents.npy"), np.load(whole / "latents.npy")
     assert resumed.shape == uninterrupted.shape == (N, 2)
     assert np.abs(resumed - uninterrupted).max() <= 1e-4
