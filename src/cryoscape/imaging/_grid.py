@@ -69,6 +69,11 @@ class SlicePoints:
     def n(self) -> int:
         return int(self.kx.shape[0])
 
+    def freqs_A(self, apix: float, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(kx, ky)`` of the points in cycles/Å: ``k / (D · apix)`` for pixel size ``apix`` (Å/px)."""
+        scale = 1.0 / (self.D * float(apix))
+        return self.kx.to(dtype) * scale, self.ky.to(dtype) * scale
+
 
 @lru_cache(maxsize=32)
 def _slice_points_cpu(D: int, half: bool) -> SlicePoints:

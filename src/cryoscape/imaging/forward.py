@@ -16,7 +16,7 @@ rendered image is the centred projection translated by ``−origin``.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
@@ -25,7 +25,7 @@ from .ctf import CTF_FIELDS, ctf_from_freqs, electron_wavelength_A
 from .projector import FourierProjector, half_to_image, image_to_half, insert_half
 from .shift import phase_shift_at
 
-__all__ = ["render", "render_half", "transfer_half", "backproject_images"]
+__all__ = ["render", "render_half", "transfer_half", "transfer_at", "backproject_images"]
 
 
 def _ctf_kwargs(ctf_params: Mapping) -> dict:
@@ -42,9 +42,16 @@ def transfer_half(D: int, apix: float, shifts_A=None, ctf_params: Mapping | None
     The phase translates by ``−shifts_A`` (RELION origin). Either is ``None`` when
     its input is ``None``.
     """
-    pts = slice_points(D, True, device)
-    kx = pts.kx.to(dtype) / (D * apix)
-    ky = pts.ky.to(dtype) / (D * apix)
+    return transfer_at(slice_points(D, True, device), apix, shifts_A, ctf_params, dtype)
+
+
+def transfer_at(pts: Any, apix: float, shifts_A=None, ctf_params: Mapping | None = None,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """CTF ``[B, P]`` and forward shift phase ``[B, P]`` at the points ``pts`` (a
+    :class:`~cryoscape.imaging._grid.SlicePoints`, e.g. a sub-set or a fine grid): the
+    image-formation transfer every layer uses. Either is ``None`` when its input is.
+    """
+    kx, ky = pts.freqs_A(apix, dtype)
     ctf = None if ctf_params is None else ctf_from_freqs(kx, ky, **_ctf_kwargs(ctf_params))
     ph = None
     if shifts_A is not None:
@@ -153,13 +160,10 @@ def backproject_images(images: torch.Tensor, rotations, shifts_A=None, ctf_param
     for y, pts, mask in parts:
         if mask is not None and not bool((mask != 0).any()):
             continue
-        kx = pts.kx.to(x.dtype) / (D * apix)
-        ky = pts.ky.to(x.dtype) / (D * apix)
-        if shifts_A is not None:
-            s = shifts_A if isinstance(shifts_A, torch.Tensor) else torch.as_tensor(shifts_A)
-            y = y * phase_shift_at(kx, ky, s.to(device=x.device, dtype=x.dtype))  # conj of the forward phase
-        if ctf_params is not None:
-            ctf = ctf_from_freqs(kx, ky, **_ctf_kwargs(ctf_params))
+        ctf, phase = transfer_at(pts, apix, shifts_A, ctf_params, x.dtype)
+        if phase is not None:
+            y = y * phase.conj()  # the adjoint of the forward shift
+        if ctf is not None:
             y = y * ctf
             w = (ctf * ctf).expand(B, -1)
         else:

@@ -37,22 +37,27 @@ def _corner_offsets(M: int, device) -> torch.Tensor:
     return dz * M * M + dy * M + dx
 
 
-def _trilinear(rotations: torch.Tensor, pts: SlicePoints, D: int, N: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _trilinear(rotations: torch.Tensor, pts: SlicePoints, D: int, N: int,
+               band: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Corner indices and trilinear weights for all (rotation, point) pairs.
 
     ``rotations`` is ``[B, 3, 3]``. Returns ``idx`` (int64) and ``w`` (rotation
     dtype), both ``[8, B * P]`` corner-major (corner ``c = 4 dz + 2 dy + dx``),
-    with ``idx`` flat into the ``M³`` symmetric padded grid (``M = N + 1``).
+    with ``idx`` flat into the ``M³`` symmetric padded grid (``M = N + 1``), or,
+    with ``band = L``, into the central cube ``M = 2L + 1`` of
+    :func:`~cryoscape.imaging.padding.padded_volume_ft_band` (the points must
+    lie within ``L - 1`` padded units of the origin).
     Gradients flow to ``rotations`` through ``w``.
     """
-    M = N + 1
+    M = N + 1 if band is None else 2 * int(band) + 1
+    centre = N / 2 if band is None else float(band)
     dtype = rotations.dtype
     kx = pts.kx.to(dtype)
     ky = pts.ky.to(dtype)
     # q = Rᵀ (kx, ky, 0): q_j = R[0, j] kx + R[1, j] ky, (x, y, z) order; padded index p = q N/D + N/2
     Rt = rotations[:, :2, :].permute(2, 1, 0) * (N / D)  # [3 (j), 2 (i), B]
-    p = torch.addcmul(Rt[:, 0, :, None] * kx, Rt[:, 1, :, None], ky).add(N / 2).reshape(3, -1)
-    p0 = torch.floor(p.detach()).clamp_(0, N - 1)
+    p = torch.addcmul(Rt[:, 0, :, None] * kx, Rt[:, 1, :, None], ky).add(centre).reshape(3, -1)
+    p0 = torch.floor(p.detach()).clamp_(0, M - 2)
     f = p - p0
     i0 = p0.long()
     base = (i0[2] * M + i0[1]) * M + i0[0]

@@ -35,27 +35,32 @@ def extract_slices_half(vol_ft_padded: torch.Tensor, rotations, D: int,
 
 
 def extract_slices_half_stack(fts_padded: torch.Tensor, rotations, D: int, oversampling: float = 2.0,
-                              points: torch.Tensor | None = None) -> torch.Tensor:
+                              points: torch.Tensor | None = None, band: int | None = None) -> torch.Tensor:
     """Half-set central slices of several volumes at once: complex ``[B, V, P']``.
 
     The same samples as :func:`extract_slices_half` of each ``fts_padded[v]``
     (``[V, M, M, M]``), taken at ``points`` (indices into the half set, default all
     ``P``) only: the corner indices and weights are computed once for every
     volume and only the requested points are interpolated. Differentiable in the
-    FTs and the rotations.
+    FTs and the rotations. ``band = L``: ``fts_padded`` is the central cube of
+    :func:`~cryoscape.imaging.padding.padded_volume_ft_band` (``[V, 2L+1, 2L+1, 2L+1]``)
+    and every point must lie within ``L - 1`` padded units of the origin.
     """
     N = padded_size(D, oversampling)
-    M = N + 1
+    M = N + 1 if band is None else 2 * int(band) + 1
     V = fts_padded.shape[0]
     if tuple(fts_padded.shape[1:]) != (M, M, M):
         raise ValueError(f"padded FTs must be [V, {M}, {M}, {M}] for D={D}; got {tuple(fts_padded.shape)}")
     R, batch = _prep_rotations(rotations, fts_padded)
     half = slice_points(D, True, fts_padded.device)
     pts = half if points is None else _minimal_points(D, half.kx[points], half.ky[points], half.insert_weight[points])
+    if band is not None and float(torch.sqrt(pts.kx ** 2 + pts.ky ** 2).max()) * N / D > int(band) - 1:
+        raise ValueError(f"band {band} is too narrow for the points (radius up to "
+                         f"{float(torch.sqrt(pts.kx ** 2 + pts.ky ** 2).max()):.3g} px at box {D})")
     table = torch.view_as_real(fts_padded.reshape(V, M * M * M).transpose(0, 1))  # [M³, V, 2]
     out = []
     for a, b in _chunks(R.shape[0], pts.n * V):
-        idx, w = _trilinear(R[a:b], pts, D, N)
+        idx, w = _trilinear(R[a:b], pts, D, N, band)
         vals = table.index_select(0, idx.reshape(-1)).reshape(8, -1, V, 2)
         res = (vals * w[..., None, None].to(vals.dtype)).sum(0)  # [(b - a) P', V, 2]
         out.append(torch.view_as_complex(res.contiguous()).reshape(b - a, pts.n, V).transpose(1, 2))

@@ -77,8 +77,8 @@ def _freqs_A(D: int, apix: float, idx: torch.Tensor, device) -> tuple[torch.Tens
     """``(kx, ky)`` in cycles/Å of half-set points ``idx``."""
     from cryoscape.imaging._grid import slice_points
 
-    pts = slice_points(D, True)
-    return (pts.kx[idx] / (D * apix)).to(device), (pts.ky[idx] / (D * apix)).to(device)
+    kx, ky = slice_points(D, True).freqs_A(apix, torch.get_default_dtype())
+    return kx[idx].to(device), ky[idx].to(device)
 
 
 def estimate_norm_scale(particles: Any, n_images: int = 1000, invert: bool = False, batch_size: int = 256) -> float:

@@ -79,6 +79,18 @@ class LatentModel(nn.Module):
             params += list(self.encoder.parameters())
         return params
 
+    def dense_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Adam parameter groups: the representation at ``lr`` times its :meth:`step_scale`, the encoder at ``lr``.
+
+        The scale is read now (a fresh fit, after the representation's start); a
+        resumed fit restores the groups' rates from its optimiser checkpoint.
+        """
+        groups = [{"params": [p for p in self.decoder.parameters() if p.requires_grad],
+                   "lr": lr * float(self.decoder.step_scale())}]
+        if self.encoder is not None:
+            groups.append({"params": list(self.encoder.parameters()), "lr": lr})
+        return [g for g in groups if g["params"]]
+
     def sparse_groups(self, s: TrainSettings) -> list[dict[str, Any]]:
         """Parameter groups of the per-particle tables (sparse Adam)."""
         groups = []

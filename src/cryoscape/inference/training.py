@@ -39,7 +39,7 @@ class TrainResult:
 
 
 def _optimisers(model: LatentModel, s: TrainSettings) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
-    dense = torch.optim.Adam(model.dense_parameters(), lr=s.lr)
+    dense = torch.optim.Adam(model.dense_groups(s.lr), lr=s.lr)
     groups = model.sparse_groups(s)
     return dense, (torch.optim.SparseAdam(groups) if groups else None)
 

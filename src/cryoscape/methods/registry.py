@@ -97,11 +97,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            latent_option="zdim"),
     Method("linear-amortised", "linear", "amortised", "principal volumes with a VAE encoder",
            _GRADIENT, _GRADIENT_VOLUME,
-           {"zdim": 4, "latents": "amortised", "representation": "linear", "method": "linear-amortised"},
+           {"zdim": 4, "latents": "amortised", "representation": "linear", "method": "linear-amortised",
+            "batch_size": 256},
            latent_option="zdim"),
     Method("linear-explicit", "linear", "explicit", "principal volumes with one latent per particle",
            _GRADIENT, _GRADIENT_VOLUME,
-           {"zdim": 4, "latents": "explicit", "representation": "linear", "method": "linear-explicit"},
+           {"zdim": 4, "latents": "explicit", "representation": "linear", "method": "linear-explicit",
+            "batch_size": 256},
            latent_option="zdim"),
 )}
 """Every method by name, presets first."""

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from cryoscape.imaging import extract_slices_half, extract_slices_half_stack, half_to_full, padded_volume_ft
+from cryoscape.imaging.padding import padded_volume_ft_band
 
 __all__ = ["LinearHyperMolecule"]
 
@@ -159,6 +160,14 @@ class LinearHyperMolecule(nn.Module):
             return self.mean.detach()[None].clone()
         return self.volume(_tensor(z, self.dtype, self.device).reshape(-1, self.latent_dim)).detach()
 
+    def step_scale(self) -> float:
+        """RMS voxel value of the mean (of the components when the mean is zero; 1 when all are zero)."""
+        for v in (self.mean, self.components):
+            rms = float(v.detach().double().pow(2).mean().sqrt())
+            if rms > 0:
+                return rms
+        return 1.0
+
     # ------------------------------------------------------------- slices
     def _needs_grad(self) -> bool:
         return torch.is_grad_enabled() and (self.mean.requires_grad or self.components.requires_grad)
@@ -185,10 +194,27 @@ class LinearHyperMolecule(nn.Module):
         ``rotations``: ``[B, 3, 3]`` (volume -> particle frame); slice ``b`` samples ``X̂(R_bᵀ k)``.
         ``points``: optional indices into the half set (``[B, d + 1, P']``).
         """
-        fts = self.padded_fts()
         R = _tensor(rotations, self.dtype, self.device).reshape(-1, 3, 3) if not isinstance(rotations, torch.Tensor) \
             else rotations.to(device=self.device, dtype=self.dtype).reshape(-1, 3, 3)
-        return extract_slices_half_stack(fts, R, self.box, self.oversampling, points)
+        band = self._band(points) if self._needs_grad() else None
+        if band is not None:  # training on low frequencies: the central cube of the FTs by DFT matrices
+            vols = torch.cat([self.mean[None], self.components], dim=0)
+            fts = padded_volume_ft_band(vols, self.oversampling, band)
+        else:
+            fts = self.padded_fts()
+        return extract_slices_half_stack(fts, R, self.box, self.oversampling, points, band)
+
+    def _band(self, points: torch.Tensor | None) -> int | None:
+        """Half-width (padded units) of the central FT cube that holds ``points``' slices; None: use the whole FT."""
+        if points is None:
+            return None
+        from cryoscape.imaging._grid import padded_size, slice_points
+
+        half = slice_points(self.box, True, self.device)
+        radius = float(torch.sqrt(half.kx[points] ** 2 + half.ky[points] ** 2).max()) if points.numel() else 0.0
+        N = padded_size(self.box, self.oversampling)
+        band = int(np.floor(radius * N / self.box)) + 2
+        return band if band < N // 2 // 2 else None  # the cube pays only when it is well inside the padded grid
 
     def _coefficients(self, z, B: int, dtype: torch.dtype) -> torch.Tensor:
         if z is None:

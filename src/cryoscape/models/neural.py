@@ -160,6 +160,10 @@ class NeuralHyperMolecule(nn.Module):
         """A fresh decoder from :meth:`config` (torch's default init)."""
         return build_decoder(config)
 
+    def step_scale(self) -> float:
+        """1: the parameters are network weights of order one."""
+        return 1.0
+
     def reference_slices(self, rotations: torch.Tensor, points: torch.Tensor | None = None
                          ) -> torch.Tensor | None:
         """Slices of the fixed reference ``V₀`` (detached), or None without one."""

@@ -75,6 +75,10 @@ class Representation(Protocol):
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         """The trainable tensors (what a gradient scheme optimises)."""
 
+    def step_scale(self) -> float:
+        """Typical magnitude of the parameters: a gradient scheme multiplies its learning rate for this
+        representation by it (1 for network weights; the volumes' RMS for a representation that stores volumes)."""
+
     def config(self) -> dict[str, Any]:
         """Plain-type description that :func:`cryoscape.models.build_representation` rebuilds."""
 

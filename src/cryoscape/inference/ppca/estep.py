@@ -36,7 +36,8 @@ def frequency_weights(D: int, apix: float, resolution_limit_A: float | None = No
     pts = slice_points(D, True, device)
     h = 2.0 * pts.insert_weight.to(dtype)
     if resolution_limit_A is not None:
-        k = torch.sqrt(pts.kx.to(dtype) ** 2 + pts.ky.to(dtype) ** 2) / (D * apix)
+        kx, ky = pts.freqs_A(apix, dtype)
+        k = torch.sqrt(kx ** 2 + ky ** 2)
         h = torch.where(k <= 1.0 / resolution_limit_A, h, torch.zeros_like(h))
     return h
 

@@ -15,9 +15,7 @@ import torch
 
 from cryoscape.imaging import image_to_half, insert_half, wiener_volume
 from cryoscape.imaging._grid import padded_size, recon_points, slice_points
-from cryoscape.imaging.ctf import CTF_FIELDS, ctf_from_freqs
-from cryoscape.imaging.forward import _fine_dft, _fine_ok
-from cryoscape.imaging.shift import phase_shift_at
+from cryoscape.imaging.forward import _fine_dft, _fine_ok, transfer_at
 from cryoscape.inference.ppca.estep import Posterior
 
 __all__ = ["MStepAccumulator"]
@@ -58,13 +56,12 @@ class MStepAccumulator:
         x = images.to(device=self.acc.device, dtype=self.acc.dtype)
         R = torch.as_tensor(rotations, dtype=x.dtype, device=x.device).reshape(-1, 3, 3)
         for y, pts, wts in self._parts(x, ctf_params, apix):
-            kx = pts.kx.to(x.dtype) / (self.D * apix)
-            ky = pts.ky.to(x.dtype) / (self.D * apix)
-            if shifts_A is not None:
-                y = y * phase_shift_at(kx, ky, torch.as_tensor(shifts_A, dtype=x.dtype, device=x.device))
+            shifts = None if shifts_A is None else torch.as_tensor(shifts_A, dtype=x.dtype, device=x.device)
+            ctf, phase = transfer_at(pts, apix, shifts, ctf_params, x.dtype)
+            if phase is not None:
+                y = y * phase.conj()  # the adjoint of the forward shift
             t2 = torch.ones_like(y.real)
-            if ctf_params is not None:
-                ctf = ctf_from_freqs(kx, ky, **{k: ctf_params[k] for k in CTF_FIELDS if k in ctf_params})
+            if ctf is not None:
                 y, t2 = y * ctf, (ctf * ctf).expand_as(t2)
             num = u[:, None, :, None] * torch.stack([y.real, y.imag], dim=-1)[:, :, None, :]  # [B, P, K+1, 2]
             vals = torch.cat([num.reshape(*num.shape[:2], -1), t2[:, :, None] * pq[:, None, :]], dim=-1)

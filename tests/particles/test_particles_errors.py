@@ -15,7 +15,7 @@ from cryoscape.io.mrc import write_mrc
 from cryoscape.io.star import write_star
 from cryoscape.particles import ParticleSet
 
-from test_particles import make_dataset
+from _particle_data import make_dataset
 
 
 def _one_line(exc: pytest.ExceptionInfo) -> str:

@@ -10,7 +10,7 @@ import pytest
 from cryoscape.cli import info
 from cryoscape.errors import InputError
 
-from test_particles import make_dataset
+from _particle_data import make_dataset
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -242,3 +242,42 @@ def test_stacked_extraction_at_a_subset_equals_one_volume_at_a_time() -> None:
     b = fts.clone().requires_grad_(True)
     (torch.stack([extract_slices_half(f, R, D, 2.0) for f in b], dim=1)[..., points] * weights).real.sum().backward()
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_band_ft_is_the_central_cube_of_the_padded_ft_and_slices_alike() -> None:
+    """``padded_volume_ft_band`` (separable DFT matrices) against the FFT path, and slices read from it."""
+    from cryoscape.imaging import extract_slices_half_stack
+    from cryoscape.imaging.padding import padded_volume_ft_band
+
+    D, L = 16, 6
+    N = 2 * D
+    gen = torch.Generator().manual_seed(8)
+    vols = torch.randn(2, D, D, D, generator=gen, dtype=torch.float64)
+    full = torch.stack([padded_volume_ft(v, 2.0) for v in vols])
+    band = padded_volume_ft_band(vols, 2.0, L)
+    centre = slice(N // 2 - L, N // 2 + L + 1)
+    torch.testing.assert_close(band, full[:, centre, centre, centre], rtol=1e-10, atol=1e-9)
+    pts = slice_points(D, True)
+    inside = torch.nonzero(torch.sqrt(pts.kx ** 2 + pts.ky ** 2) * N / D <= L - 1).reshape(-1)
+    R = _rots(5, seed=2)
+    torch.testing.assert_close(extract_slices_half_stack(band, R, D, 2.0, inside, band=L),
+                               extract_slices_half_stack(full, R, D, 2.0, inside), rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="too narrow"):
+        extract_slices_half_stack(band, R, D, 2.0, None, band=L)
+
+
+def test_trainable_linear_slices_match_the_cached_full_ft_path() -> None:
+    from cryoscape.models.linear import LinearHyperMolecule
+
+    D = 16
+    gen = torch.Generator().manual_seed(9)
+    model = LinearHyperMolecule(torch.randn(D, D, D, generator=gen, dtype=torch.float64),
+                                torch.randn(3, D, D, D, generator=gen, dtype=torch.float64), trainable=True)
+    pts = slice_points(D, True)
+    points = torch.nonzero(torch.sqrt(pts.kx ** 2 + pts.ky ** 2) < 2.5).reshape(-1)
+    R, z = _rots(4, seed=3), torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    trained = model.slice_half(R, z, points=points)
+    assert trained.requires_grad and model._band(points) is not None
+    with torch.no_grad():
+        cached = model.slice_half(R, z, points=points)
+    torch.testing.assert_close(trained.detach(), cached, rtol=1e-9, atol=1e-9)
