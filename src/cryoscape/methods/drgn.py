@@ -114,7 +114,7 @@ from typing import Any
 import numpy as np
 
 from cryoscape.errors import InputError
-from cryoscape.methods.drgn_model import (build_model, drgn_volume, load_decoder,  # noqa: F401  (re-exported)
+from cryoscape.methods.drgn_model import (build_model, canonical_latents, drgn_volume, load_decoder,  # noqa: F401  (re-exported)
                                           representation_volume, start_representation)
 from cryoscape.methods.drgn_settings import (BASES, DrgnSettings, make_settings,  # noqa: F401  (re-exported)
                                              settings_from_params)
@@ -289,10 +289,16 @@ def run_drgn(
     else:
         with run.log("latents of every particle"):
             mean, var = infer_latents(model, data, ts, progress=progress)
+    mean, var, eigenvalues = canonical_latents(model.decoder, mean, var)
+    if eigenvalues is not None:
+        run.log("latents in the frame of orthonormal principal volumes; variances "
+                + ", ".join(f"{e:.4g}" for e in eigenvalues))
     t_end = time.perf_counter()
     elapsed = t_end - t0
     timing = {"elapsed_s": elapsed, "train_s": t_latents - t0, "latents_s": t_end - t_latents}
     files = _write_outputs(run, model, mean, var, result.history, timing, norm_scale, float(ps.apix), s.max_freq)
+    if eigenvalues is not None:
+        run.write_metrics({"eigenvalues": [float(e) for e in eigenvalues]}, merge=True)
     return DrgnRun(run, model, mean, var, result.history, files, elapsed, result.epochs_run)
 
 

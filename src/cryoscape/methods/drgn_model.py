@@ -18,7 +18,8 @@ import numpy as np
 from cryoscape.errors import InputError
 from cryoscape.methods.drgn_settings import DrgnSettings, settings_from_params
 
-__all__ = ["build_model", "start_representation", "load_decoder", "drgn_volume", "representation_volume"]
+__all__ = ["build_model", "start_representation", "canonical_latents", "load_decoder", "drgn_volume",
+           "representation_volume"]
 
 
 def build_model(params: dict[str, Any], box: int, n_particles: int, device: str = "cpu", apix: float = 1.0) -> Any:
@@ -88,6 +89,43 @@ def _linear_components(ps: Any, s: DrgnSettings, consensus: np.ndarray | None, n
     rng = np.random.default_rng(int(s.seed))
     scale = 1e-3 if consensus is None else 1e-2 * float(np.abs(consensus).max())
     return (scale * rng.standard_normal((s.zdim, D, D, D))).astype(np.float32)
+
+
+def canonical_latents(representation: Any, mean: np.ndarray, var: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Latents in the representation's canonical frame, after training: ``(mean, var, eigenvalues)``.
+
+    A representation linear in its latent (``V(z) = X0 + Σ_k z_k X_k``) is
+    fitted only up to an affine change of latent coordinates, and the KL term
+    gives every coordinate unit spread whatever the size of its volume. Here the
+    latents' average is folded into ``X0`` and the components are made
+    orthonormal and ordered by latent variance
+    (:meth:`~cryoscape.models.representation.LinearInLatent.orthonormalise_components`
+    with the latents' second moment ``E[z zᵀ] + E[diag var]``), as ``fit pca``
+    reports them, so the first latent coordinate is the largest motion. The
+    volumes at every particle's latent are unchanged. ``var [N, d]`` becomes the
+    diagonal of ``T diag(var) Tᵀ``. Other representations pass through
+    (eigenvalues None).
+    """
+    import torch
+
+    from cryoscape.models import is_linear_in_latent
+
+    if not is_linear_in_latent(representation) or representation.latent_dim == 0:
+        return mean, var, None
+    rep = representation
+    z = torch.as_tensor(np.asarray(mean, dtype=np.float64))
+    v = torch.as_tensor(np.asarray(var, dtype=np.float64))
+    centre = z.mean(0)
+    with torch.no_grad():
+        X0 = rep.mean.detach() + torch.tensordot(centre.to(rep.dtype), rep.components.detach(), dims=1)
+        rep.set_volumes(X0, rep.components.detach())
+    z = z - centre
+    second = (z.T @ z) / z.shape[0] + torch.diag(v.mean(0))
+    T, evals = rep.orthonormalise_components(None, second)
+    T = T.double().cpu()
+    return ((z @ T.T).numpy().astype(np.float32), (v @ (T * T).T).numpy().astype(np.float32),
+            evals.double().cpu().numpy())
 
 
 # ---------------------------------------------------------------- a finished run
