@@ -13,6 +13,8 @@ from cryoscape.inference.batches import ParticleBatches, fit_points
 from cryoscape.inference.latent_model import LatentModel, batch_loss, kl_divergence
 from cryoscape.simulate import simulate_dataset
 
+DRAWS = 600
+
 
 def test_kl_matches_torch_distributions_and_a_monte_carlo_estimate() -> None:
     gen = torch.Generator().manual_seed(0)
@@ -78,9 +80,9 @@ def test_sampled_loss_averages_to_the_closed_form_elbo(tiny) -> None:
         deterministic, parts = batch_loss(model, data, batch, beta, sample=False)
         torch.testing.assert_close(deterministic, closed - 0.5 * spread.mean() / n, rtol=1e-5, atol=0)
         gen = torch.Generator().manual_seed(5)
-        draws = torch.stack([batch_loss(model, data, batch, beta, gen=gen)[0] for _ in range(3000)])
+        draws = torch.stack([batch_loss(model, data, batch, beta, gen=gen)[0] for _ in range(DRAWS)])
     se = float(draws.std()) / np.sqrt(draws.numel())
-    assert float(spread.mean() / n) > 50 * se  # the spread term is resolved by the test
+    assert float(spread.mean() / n) > 30 * se  # the spread term is resolved by the test
     assert abs(float(draws.mean()) - float(closed)) < 4 * se
     assert parts["kl"] == pytest.approx(float(kl_divergence(mu, logvar).mean()) / n, rel=1e-6)
 
