@@ -57,14 +57,14 @@ def extract_slices_half_stack(fts_padded: torch.Tensor, rotations, D: int, overs
     if band is not None and float(torch.sqrt(pts.kx ** 2 + pts.ky ** 2).max()) * N / D > int(band) - 1:
         raise ValueError(f"band {band} is too narrow for the points (radius up to "
                          f"{float(torch.sqrt(pts.kx ** 2 + pts.ky ** 2).max()):.3g} px at box {D})")
-    table = torch.view_as_real(fts_padded.reshape(V, M * M * M).transpose(0, 1))  # [M³, V, 2]
-    out = []
-    for a, b in _chunks(R.shape[0], pts.n * V):
-        idx, w = _trilinear(R[a:b], pts, D, N, band)
-        vals = table.index_select(0, idx.reshape(-1)).reshape(8, -1, V, 2)
-        res = (vals * w[..., None, None].to(vals.dtype)).sum(0)  # [(b - a) P', V, 2]
-        out.append(torch.view_as_complex(res.contiguous()).reshape(b - a, pts.n, V).transpose(1, 2))
-    vals = torch.cat(out, dim=0) if len(out) > 1 else out[0]
+    corners = [_trilinear(R[i:j], pts, D, N, band) for i, j in _chunks(R.shape[0], pts.n)]  # shared by every volume
+    per_volume = []
+    for f in fts_padded:
+        table = torch.view_as_real(f.reshape(M * M * M))
+        parts = [(table.index_select(0, idx.reshape(-1)).reshape(8, -1, 2) * w[..., None].to(table.dtype)).sum(0)
+                 for idx, w in corners]
+        per_volume.append(torch.view_as_complex(torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]))
+    vals = torch.stack(per_volume, dim=0).reshape(V, R.shape[0], pts.n).transpose(0, 1).contiguous()
     return vals.reshape(*batch, V, pts.n)
 
 

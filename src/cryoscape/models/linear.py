@@ -202,6 +202,8 @@ class LinearHyperMolecule(nn.Module):
             fts = padded_volume_ft_band(vols, self.oversampling, band)
         else:
             fts = self.padded_fts()
+            if points is None:  # every point: one volume at a time is the faster gather
+                return torch.stack([extract_slices_half(ft, R, self.box, self.oversampling) for ft in fts], dim=1)
         return extract_slices_half_stack(fts, R, self.box, self.oversampling, points, band)
 
     def _band(self, points: torch.Tensor | None) -> int | None:
