@@ -139,7 +139,7 @@ def _neural(pca_run: Any, sim: Any, out: Path, epochs: int, seed: int, force: bo
     if pca_run is not None:
         cropped = sorted(Path(pca_run).glob("particles_box*.star"))
         star = cropped[0] if cropped else star
-    fit = run_drgn(star, out / "run_drgn", zdim=8, epochs=epochs, seed=seed, force=force, progress=progress)
+    fit = run_drgn(star, out / "run_drgn", latent_dim=8, epochs=epochs, seed=seed, force=force, progress=progress)
     _analyse(fit.run, sim, seed, force)
     rho = spearman_abs(fit.latents, np.asarray(sim.truth["coordinate"], dtype=np.float64))
     return {"drgn_run": fit.run.path, "drgn_report": fit.run.analysis_dir / "report.html",

@@ -46,7 +46,7 @@ def _fit(star: Path, out: Path, **kw):
     from cryoscape.methods.drgn import run_drgn
 
     opts = {**TINY, **kw}
-    return run_drgn(star, out, opts.pop("zdim", 2), opts.pop("epochs", 2), opts.pop("latents", "amortised"),
+    return run_drgn(star, out, opts.pop("latent_dim", 2), opts.pop("epochs", 2), opts.pop("latents", "amortised"),
                     progress=False, **opts)
 
 
@@ -55,7 +55,7 @@ def _fit(star: Path, out: Path, **kw):
 def test_latents_separate_two_conformations(two_states, tmp_path, latents) -> None:
     kw = {"amortised": {"beta": 0.1}, "explicit": {"latent_lr": 0.3},
           "explicit-warmup": {"latent_lr": 0.3, "warmup_epochs": 5}}[latents]
-    out = _fit(two_states.star_path, tmp_path / latents, zdim=1, epochs=10, latents=latents.split("-")[0],
+    out = _fit(two_states.star_path, tmp_path / latents, latent_dim=1, epochs=10, latents=latents.split("-")[0],
                dec_hidden=64, enc_hidden=64, pe_dim=8, batch_size=32, lr=3e-3, **kw)
     label = two_states.truth["conformation"].astype(np.float64)
     z = out.latents[:, 0]
@@ -100,7 +100,7 @@ def _tiny_model_and_batch(star: Path, seed: int = 0):
     from cryoscape.models.neural import build_decoder
 
     torch.manual_seed(seed)
-    s = DrgnSettings(zdim=3, latents="explicit", base="none", dec_hidden=16, dec_layers=2, pe_dim=4, batch_size=16,
+    s = DrgnSettings(latent_dim=3, latents="explicit", base="none", dec_hidden=16, dec_layers=2, pe_dim=4, batch_size=16,
                      beta=0.3)
     ps = _load_particles(star, None, s)
     dec = build_decoder(s.decoder_spec(int(ps.box)))
@@ -238,8 +238,8 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny, tmp_path
 
 def test_resume_with_other_settings_is_refused(tiny, tmp_path) -> None:
     _fit(tiny, tmp_path / "r", epochs=1)
-    with pytest.raises(InputError, match="zdim") as exc:
-        _fit(tiny, tmp_path / "r", epochs=2, zdim=3, resume=True)
+    with pytest.raises(InputError, match="latent_dim") as exc:
+        _fit(tiny, tmp_path / "r", epochs=2, latent_dim=3, resume=True)
     assert "\n" not in str(exc.value)
     more = _fit(tiny, tmp_path / "r", epochs=2, resume=True)  # epochs may grow
     assert more.epochs_run == 1 and len(more.history["loss"]) == 2

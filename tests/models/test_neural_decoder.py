@@ -27,9 +27,9 @@ from cryoscape.models.neural import (
 D = 16
 
 
-def _decoder(pe: str = "geometric", zdim: int = 3, hidden: int = 32, seed: int = 0) -> NeuralHyperMolecule:
+def _decoder(pe: str = "geometric", latent_dim: int = 3, hidden: int = 32, seed: int = 0) -> NeuralHyperMolecule:
     torch.manual_seed(seed)
-    return build_decoder(decoder_spec(D, zdim, hidden=hidden, layers=3, pe=pe, pe_dim=6))
+    return build_decoder(decoder_spec(D, latent_dim, hidden=hidden, layers=3, pe=pe, pe_dim=6))
 
 
 def _lattice_rotations() -> torch.Tensor:
@@ -173,7 +173,7 @@ def test_hermitian_weighted_half_set_error_equals_the_full_disc_error() -> None:
 
 # ------------------------------------------------------------------ latent Jacobian, pose corrections, encoders
 def test_latent_jacobian_matches_autograd() -> None:
-    m = _decoder(zdim=2)
+    m = _decoder(latent_dim=2)
     R = torch.as_tensor(random_rotations(2, np.random.default_rng(3)), dtype=torch.float32)
     z = torch.randn(2, 2)
     pts = fit_points(D, 0.6).fit

@@ -152,7 +152,8 @@ def _add_drgn(methods: argparse._SubParsersAction) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("particles", help="particle file with poses and CTF: .star or .cs")
     p.add_argument("-o", "--output", required=True, metavar="RUN", help="run directory to write")
-    p.add_argument("--zdim", type=int, default=d.zdim, metavar="D", help=f"latent dimension (default {d.zdim})")
+    p.add_argument("--zdim", dest="latent_dim", type=int, default=d.latent_dim, metavar="D",
+                   help=f"latent dimension (default {d.latent_dim})")
     p.add_argument("--epochs", type=int, default=d.epochs, metavar="N",
                    help=f"passes over the particles (default {d.epochs})")
     p.add_argument("--latents", choices=("amortised", "explicit"), default=d.latents,
@@ -215,7 +216,7 @@ def _run_drgn(args: argparse.Namespace) -> int:
 
     options = {k: getattr(args, k) for k in _DRGN_OPTIONS if getattr(args, k) is not None}
     options.update(refine_poses=args.refine_poses, invert=args.invert, use_ctf=not args.no_ctf)
-    out = run_drgn(args.particles, args.output, args.zdim, args.epochs, args.latents, datadir=args.datadir,
+    out = run_drgn(args.particles, args.output, args.latent_dim, args.epochs, args.latents, datadir=args.datadir,
                    force=args.force, resume=args.resume, progress=not args.no_progress, **options)
     h, run_dir = out.history, out.run
     print(f"particles: {len(out.latents)}; box {run_dir.box} px, {run_dir.apix:.4g} Å/px; "

@@ -13,12 +13,12 @@ Run directory (see :mod:`cryoscape.io.run_dir`)::
     run/
       config.yaml        method "drgn", the particle file, every hyper-parameter and
                          norm_scale (the image normalisation): enough to rebuild the model
-      latents.npy        [N, zdim] float32 latent means, particle order, after the
+      latents.npy        [N, latent_dim] float32 latent means, particle order, after the
                          Gauss–Newton polish (latent_refine_steps > 0) started at the
                          explicit table or at the encoder's means; an explicit
                          weights.pt holds the polished table, the checkpoints the
                          unpolished one that training continues from
-      latents_var.npy    [N, zdim] float32 variances: Laplace at the polished latents
+      latents_var.npy    [N, latent_dim] float32 variances: Laplace at the polished latents
                          (encoder σ² for amortised latents without the polish)
       weights.pt         DrgnModel.state_dict() (decoder.*, encoder.* / latents.*; weights_only=True)
       metrics.json       loss per epoch (total, reconstruction, KL), images/s, timings
@@ -98,7 +98,7 @@ Volumes at latent points for ``analyze``, ``traverse``, ``compare`` and
 gradient-fitted method in :mod:`cryoscape.methods.registry`.
 
 The same driver fits the linear representation (``representation="linear"``:
-mean plus ``zdim`` principal volumes, started at the consensus and at the top
+mean plus ``latent_dim`` principal volumes, started at the consensus and at the top
 principal volumes of the low-resolution covariance) by the same amortised or
 explicit schemes: the registry's ``linear-amortised`` and ``linear-explicit``.
 """
@@ -215,7 +215,7 @@ def _clear_outputs(root: Path) -> None:
 def run_drgn(
     particles_path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    zdim: int = 8,
+    latent_dim: int = 8,
     epochs: int = 20,
     latents: str = "amortised",
     *,
@@ -231,7 +231,7 @@ def run_drgn(
     Args:
         particles_path: STAR / .cs file with poses and CTF.
         out_dir: run folder; refused when not empty unless ``force`` or ``resume``.
-        zdim: latent dimension. epochs: passes over the particles.
+        latent_dim: latent dimension. epochs: passes over the particles.
         latents: "amortised" (VAE) or "explicit" (per-particle table).
         datadir: folder of the particle stacks if the file's paths do not resolve.
         force: overwrite an earlier run in ``out_dir``.
@@ -249,7 +249,7 @@ def run_drgn(
     from cryoscape.io.run_dir import RunDirectory
     from cryoscape.models import describe
 
-    s = make_settings(zdim, epochs, latents, options)
+    s = make_settings(latent_dim, epochs, latents, options)
     _check_device(s.device)
     if force and resume:
         raise InputError(f"{out_dir}: pass either --force (start over) or --resume (continue), not both")
@@ -278,7 +278,7 @@ def run_drgn(
     if checkpoint is not None:
         run.log(f"resuming after epoch {start}")
     t0 = time.perf_counter()
-    with run.log(f"training {s.latents} latents (zdim {s.zdim}), epochs {start + 1}..{s.epochs}"):
+    with run.log(f"training {s.latents} latents (latent_dim {s.latent_dim}), epochs {start + 1}..{s.epochs}"):
         result = train(model, data, ts, run=run, checkpoint=checkpoint, progress=progress)
     t_latents = time.perf_counter()
     if s.latent_refine_steps > 0:

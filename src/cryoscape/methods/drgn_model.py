@@ -39,7 +39,7 @@ def build_model(params: dict[str, Any], box: int, n_particles: int, device: str 
         encoder = None
         if s.uses_encoder:
             pts = fit_points(box, s.max_freq, s.encoder_max_freq).encoder
-            encoder = build_encoder({"kind": s.encoder, "zdim": s.zdim, "hidden": s.enc_hidden,
+            encoder = build_encoder({"kind": s.encoder, "latent_dim": s.latent_dim, "hidden": s.enc_hidden,
                                      "layers": s.enc_layers, "box": box, "pose": s.encoder_pose}, pts)
         model = LatentModel(decoder, encoder, n_particles, refine_poses=s.refine_poses,
                             explicit=s.latents == "explicit")
@@ -72,23 +72,23 @@ def start_representation(model: Any, ps: Any, s: DrgnSettings, consensus: np.nda
 
 def _linear_components(ps: Any, s: DrgnSettings, consensus: np.ndarray | None, norm_scale: float, run: Any,
                        progress: bool, D: int) -> np.ndarray:
-    """Starting principal volumes ``[zdim, D, D, D]`` in the decoder's units."""
+    """Starting principal volumes ``[latent_dim, D, D, D]`` in the decoder's units."""
     if s.init == "covariance" and consensus is not None:
         from cryoscape.inference.covariance import estimate_covariance
 
         res = max(s.init_resolution_A, 2.5 * float(ps.apix))
         sign = -1.0 if s.invert else 1.0
         with run.log(f"covariance at {res:.3g} Å: the starting principal volumes"):
-            cov = estimate_covariance(ps, consensus * (sign * norm_scale), n_components=s.zdim, resolution_A=res,
+            cov = estimate_covariance(ps, consensus * (sign * norm_scale), n_components=s.latent_dim, resolution_A=res,
                                       use_ctf=s.use_ctf, batch_size=256, progress=progress, device=s.device)
         evals = np.clip(np.asarray(cov.eigenvalues, dtype=np.float64), 0.0, None)
-        comps = np.zeros((s.zdim, D, D, D), np.float32)
-        k = min(s.zdim, cov.components.shape[0])
+        comps = np.zeros((s.latent_dim, D, D, D), np.float32)
+        k = min(s.latent_dim, cov.components.shape[0])
         comps[:k] = cov.components[:k] * (np.sqrt(evals[:k]) * sign / norm_scale)[:, None, None, None]
         return comps
     rng = np.random.default_rng(int(s.seed))
     scale = 1e-3 if consensus is None else 1e-2 * float(np.abs(consensus).max())
-    return (scale * rng.standard_normal((s.zdim, D, D, D))).astype(np.float32)
+    return (scale * rng.standard_normal((s.latent_dim, D, D, D))).astype(np.float32)
 
 
 def canonical_latents(representation: Any, mean: np.ndarray, var: np.ndarray

@@ -26,8 +26,8 @@ class DrgnSettings(TrainSettings):
     """Hyper-parameters of a gradient fit (all stored in ``config.yaml``); training fields from :class:`TrainSettings`.
 
     Model: representation "neural" (an MLP decoder, :mod:`cryoscape.models.neural`) |
-    "linear" (mean plus ``zdim`` principal volumes, :mod:`cryoscape.models.linear`);
-    zdim; latents "amortised" | "explicit"; base "consensus" (neural: the decoder is
+    "linear" (mean plus ``latent_dim`` principal volumes, :mod:`cryoscape.models.linear`);
+    latent_dim; latents "amortised" | "explicit"; base "consensus" (neural: the decoder is
     the consensus reconstruction plus the network; linear: the mean starts at the
     consensus) | "none"; encoder "mlp" | "cnn"; enc_hidden, enc_layers; neural only:
     dec_hidden, dec_layers, pe "geometric" | "gaussian", pe_dim, pe_min_px,
@@ -43,7 +43,7 @@ class DrgnSettings(TrainSettings):
     """
 
     representation: str = "neural"
-    zdim: int = 8
+    latent_dim: int = 8
     latents: str = "amortised"
     base: str = "consensus"
     encoder: str = "mlp"
@@ -77,8 +77,8 @@ class DrgnSettings(TrainSettings):
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise InputError(f"--{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        if self.zdim < 1:
-            raise InputError(f"--zdim is {self.zdim}; give at least 1 latent dimension")
+        if self.latent_dim < 1:
+            raise InputError(f"the latent dimension (--zdim, --latent-dim) is {self.latent_dim}; give at least 1")
         for name in ("enc_hidden", "enc_layers", "dec_hidden", "dec_layers"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}")
@@ -112,11 +112,11 @@ class DrgnSettings(TrainSettings):
     def decoder_spec(self, box: int, apix: float = 1.0) -> dict[str, Any]:
         """The representation's description for :func:`cryoscape.models.build_representation`."""
         if self.representation == "linear":
-            return {"kind": "linear", "box": int(box), "latent_dim": int(self.zdim), "apix": float(apix),
+            return {"kind": "linear", "box": int(box), "latent_dim": int(self.latent_dim), "apix": float(apix),
                     "oversampling": 2.0, "trainable": True}
         from cryoscape.models.neural import decoder_spec
 
-        spec = decoder_spec(box, self.zdim, self.dec_hidden, self.dec_layers, self.pe, self.pe_dim,
+        spec = decoder_spec(box, self.latent_dim, self.dec_hidden, self.dec_layers, self.pe, self.pe_dim,
                             self.pe_min_px, self.pe_max_px, self.pe_sigma_px, pe_seed=self.seed,
                             base=self.base == "consensus")
         return {"kind": "neural", **spec, "apix": float(apix)}
@@ -124,17 +124,20 @@ class DrgnSettings(TrainSettings):
 
 def settings_from_params(params: dict[str, Any]) -> DrgnSettings:
     """The settings recorded in a run's ``config.yaml`` (unknown keys ignored; runs before the
-    representation choice are neural)."""
+    representation choice are neural; runs that wrote the latent dimension as ``zdim`` are read too)."""
     names = {f.name for f in dataclasses.fields(DrgnSettings)}
+    params = dict(params)
+    if "zdim" in params and "latent_dim" not in params:
+        params["latent_dim"] = params.pop("zdim")
     return DrgnSettings(**{k: v for k, v in params.items() if k in names})
 
 
-def make_settings(zdim: int, epochs: int, latents: str, options: dict[str, Any]) -> DrgnSettings:
+def make_settings(latent_dim: int, epochs: int, latents: str, options: dict[str, Any]) -> DrgnSettings:
     """Checked settings from the runner's arguments; one-line error for an unknown option."""
     names = {f.name for f in dataclasses.fields(DrgnSettings)}
     unknown = sorted(set(options) - names)
     if unknown:
         raise InputError(f"unknown option {unknown[0]!r}; choose from {', '.join(sorted(names))}")
-    s = DrgnSettings(zdim=zdim, epochs=epochs, latents=latents, **options)
+    s = DrgnSettings(latent_dim=latent_dim, epochs=epochs, latents=latents, **options)
     s.check()
     return s

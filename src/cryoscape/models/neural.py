@@ -102,26 +102,26 @@ class NeuralHyperMolecule(nn.Module):
 
     Args:
         D: box (even), px; frequencies are in cycles per box ``D``.
-        zdim: latent dimension (0: a homogeneous model).
+        latent_dim: latent dimension (0: a homogeneous model).
         encoding: a positional encoding module with ``out_dim``.
         hidden: width of the hidden layers.
         layers: number of hidden layers (``>= 1``); layers after the first are
             residual (``h + relu(W h + c)``).
     """
 
-    def __init__(self, D: int, zdim: int, encoding: nn.Module, hidden: int = 256, layers: int = 3,
+    def __init__(self, D: int, latent_dim: int, encoding: nn.Module, hidden: int = 256, layers: int = 3,
                  base: bool = False, base_oversampling: float = 2.0, apix: float = 1.0) -> None:
         super().__init__()
         self._apix = float(apix)
         self._spec: dict[str, Any] | None = None
         if D % 2 or D < 4:
             raise ValueError(f"box must be even and at least 4; got {D}")
-        if layers < 1 or hidden < 1 or zdim < 0:
-            raise ValueError(f"need layers >= 1, hidden >= 1, zdim >= 0; got {layers}, {hidden}, {zdim}")
-        self.D, self.zdim = int(D), int(zdim)
+        if layers < 1 or hidden < 1 or latent_dim < 0:
+            raise ValueError(f"need layers >= 1, hidden >= 1, latent_dim >= 0; got {layers}, {hidden}, {latent_dim}")
+        self.D, self._latent_dim = int(D), int(latent_dim)
         self.encoding = encoding
         self.input_pe = nn.Linear(encoding.out_dim, hidden)
-        self.input_z = nn.Linear(zdim, hidden, bias=False) if zdim > 0 else None
+        self.input_z = nn.Linear(latent_dim, hidden, bias=False) if latent_dim > 0 else None
         self.hidden = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers - 1))
         self.output = nn.Linear(hidden, 2)
         self.base_oversampling = float(base_oversampling)
@@ -141,8 +141,8 @@ class NeuralHyperMolecule(nn.Module):
 
     @property
     def latent_dim(self) -> int:
-        """Latent dimension (``zdim``)."""
-        return self.zdim
+        """Latent dimension ``d`` (0: homogeneous)."""
+        return self._latent_dim
 
     @property
     def apix(self) -> float:
@@ -173,10 +173,10 @@ class NeuralHyperMolecule(nn.Module):
 
     @torch.no_grad()
     def volumes(self, z: torch.Tensor | None) -> torch.Tensor:
-        """Real volumes ``[B, D, D, D]`` at latents ``z [B, zdim]`` (``[1, D, D, D]`` for None)."""
+        """Real volumes ``[B, D, D, D]`` at latents ``z [B, latent_dim]`` (``[1, D, D, D]`` for None)."""
         if z is None:
             return self.volume(None)[None]
-        zz = torch.as_tensor(z, dtype=torch.float32).reshape(-1, self.zdim)
+        zz = torch.as_tensor(z, dtype=torch.float32).reshape(-1, self.latent_dim)
         return torch.stack([self.volume(row) for row in zz])
 
     def latent_jacobian(self, rotations: torch.Tensor, z: torch.Tensor,
@@ -236,8 +236,8 @@ class NeuralHyperMolecule(nn.Module):
         if self.input_z is None:
             return 0
         if z is None:
-            raise ValueError(f"this decoder takes a {self.zdim}-D latent; none was given")
-        return self.input_z(z.reshape(lead, self.zdim).to(self.input_pe.weight.dtype))[:, None, :]
+            raise ValueError(f"this decoder takes a {self.latent_dim}-D latent; none was given")
+        return self.input_z(z.reshape(lead, self.latent_dim).to(self.input_pe.weight.dtype))[:, None, :]
 
     def _mlp(self, u: torch.Tensor, z_term: torch.Tensor | int) -> torch.Tensor:
         """Raw outputs ``(a, b)`` ``[L, P, 2]`` at canonical ``u`` ``[L, P, 3]``."""
@@ -249,7 +249,7 @@ class NeuralHyperMolecule(nn.Module):
     def evaluate(self, q: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """``V̂(z, q)``: complex ``[L, P]`` for frequencies ``q`` ``[L, P, 3]`` (cycles per box, x, y, z).
 
-        ``z`` is ``[L, zdim]`` (one latent per leading row) or None when ``zdim == 0``.
+        ``z`` is ``[L, latent_dim]`` (one latent per leading row) or None when ``latent_dim == 0``.
         The network runs in its parameters' dtype (or under an enclosing autocast);
         the result is complex64 (complex128 for float64 parameters).
         """
@@ -269,7 +269,7 @@ class NeuralHyperMolecule(nn.Module):
 
         Args:
             rotations: ``[B, 3, 3]`` (gradients flow to them).
-            z: ``[B, zdim]`` latents (None for ``zdim == 0``).
+            z: ``[B, latent_dim]`` latents (None for ``latent_dim == 0``).
             points: indices into ``slice_points(D, half=True)`` to evaluate (default:
                 all ``P``, DC first), e.g. the points of a low-pass disc.
         """
@@ -289,7 +289,7 @@ class NeuralHyperMolecule(nn.Module):
     # ------------------------------------------------------------ volumes
     @torch.no_grad()
     def volume_ft(self, z: torch.Tensor | None = None, max_freq: float = 1.0, chunk: int = 1 << 15) -> torch.Tensor:
-        """The network's centred 3D DFT ``[D, D, D]`` (kz, ky, kx) complex at latent ``z`` ``(zdim,)``.
+        """The network's centred 3D DFT ``[D, D, D]`` (kz, ky, kx) complex at latent ``z`` ``(latent_dim,)``.
 
         Evaluated once per pair ``±q`` (canonical ``q`` only, the mirror is its
         conjugate), strictly inside the sphere ``|q| < max_freq · D/2`` (a fraction
@@ -328,7 +328,7 @@ class NeuralHyperMolecule(nn.Module):
 
 
 # ------------------------------------------------------------------ building from a description
-def decoder_spec(D: int, zdim: int, hidden: int = 256, layers: int = 3, pe: str = "geometric",
+def decoder_spec(D: int, latent_dim: int, hidden: int = 256, layers: int = 3, pe: str = "geometric",
                  pe_dim: int | None = None, pe_min_px: float = 0.5, pe_max_px: float | None = None,
                  pe_sigma_px: float | None = None, pe_seed: int = 0, base: bool = False) -> dict[str, Any]:
     """The plain-type description of a decoder (what ``config.yaml`` stores), with defaults filled in.
@@ -347,7 +347,7 @@ def decoder_spec(D: int, zdim: int, hidden: int = 256, layers: int = 3, pe: str 
     else:
         pe_dim = int(pe_dim) if pe_dim is not None else 3 * D // 2
         extra = {"pe_sigma_px": float(pe_sigma_px if pe_sigma_px is not None else D / 16), "pe_seed": int(pe_seed)}
-    return {"box": int(D), "zdim": int(zdim), "hidden": int(hidden), "layers": int(layers), "pe": pe,
+    return {"box": int(D), "latent_dim": int(latent_dim), "hidden": int(hidden), "layers": int(layers), "pe": pe,
             "pe_dim": pe_dim, "base": bool(base), **extra}
 
 
@@ -359,7 +359,12 @@ def build_decoder(spec: Mapping[str, Any]) -> NeuralHyperMolecule:
         enc = GaussianEncoding(int(spec["pe_dim"]), float(spec["pe_sigma_px"]), int(spec.get("pe_seed", 0)))
     else:
         raise ValueError(f"unknown positional encoding {spec['pe']!r}; choose from {', '.join(ENCODINGS)}")
-    model = NeuralHyperMolecule(int(spec["box"]), int(spec["zdim"]), enc, int(spec["hidden"]), int(spec["layers"]),
+    model = NeuralHyperMolecule(int(spec["box"]), _latent_dim(spec), enc, int(spec["hidden"]), int(spec["layers"]),
                                 base=bool(spec.get("base", False)), apix=float(spec.get("apix", 1.0)))
     model._spec = {k: v for k, v in spec.items() if k not in ("kind", "apix")}
     return model
+
+
+def _latent_dim(spec: Mapping[str, Any]) -> int:
+    """The spec's latent dimension (``latent_dim``; ``zdim`` in specs written before the name was unified)."""
+    return int(spec["latent_dim"] if "latent_dim" in spec else spec.get("zdim", 0))
