@@ -17,7 +17,7 @@ from cryoscape.cli.main import main
 from cryoscape.errors import InputError
 from cryoscape.io.run_dir import RunDirectory
 from cryoscape.simulate import simulate_dataset
-from _helpers import one_line_error as _one_line_error, embedded_pngs as _embedded_pngs
+from _helpers import error_before_any_progress, one_line_error as _one_line_error, embedded_pngs as _embedded_pngs
 
 
 def make_run(root: Path, sim, method: str = "test", noise: float = 0.05, seed: int = 0, **extra) -> Path:
@@ -139,36 +139,26 @@ def test_analyze_takes_the_volume_function_from_the_registry(sim, tmp_path, monk
     assert len(list((run / "analysis" / "volumes").glob("*.mrc"))) == 6
 
 
-def _error_before_any_progress(capsys, *needles: str) -> None:
-    """One ``cryoscape: error:`` line on stderr and nothing on stdout (no progress line was printed)."""
-    captured = capsys.readouterr()
-    err = captured.err.strip().splitlines()
-    assert captured.out == "", captured.out
-    assert len(err) == 1 and err[0].startswith("cryoscape: error:"), err
-    for n in needles:
-        assert n in err[0], (n, err[0])
-
-
 def test_analyze_checks_its_inputs_before_any_work(sim, tmp_path, capsys):
     run = make_run(tmp_path / "run", sim)
     bad_truth = tmp_path / "truth.npz"
     np.savez(bad_truth, coordinate=np.zeros(10))
     assert main(["analyze", str(run), "--truth", str(bad_truth)]) == 2
-    _error_before_any_progress(capsys, "10 particles")
+    error_before_any_progress(capsys, "10 particles")
     assert main(["analyze", str(run), "--truth", str(tmp_path / "missing.npz")]) == 2
-    _error_before_any_progress(capsys, "missing.npz")
+    error_before_any_progress(capsys, "missing.npz")
     moved = make_run(tmp_path / "moved", sim, particles=str(tmp_path / "gone.star"))
     assert main(["analyze", str(moved), "--local-volumes"]) == 2  # local volumes need the particles: said at once
-    _error_before_any_progress(capsys, "gone.star", "--particles")
+    error_before_any_progress(capsys, "gone.star", "--particles")
     no_latents = RunDirectory.create(tmp_path / "unfitted", method="test", config={"n_particles": 300})
     assert main(["analyze", str(no_latents.path)]) == 2
-    _error_before_any_progress(capsys, "latents")
+    error_before_any_progress(capsys, "latents")
     tiny = RunDirectory.create(tmp_path / "tiny", method="test", config={"n_particles": 3})
     tiny.write_latents(np.zeros((3, 2)))
     assert main(["analyze", str(tiny.path)]) == 2
-    _error_before_any_progress(capsys, "at least 4")
+    error_before_any_progress(capsys, "at least 4")
     assert main(["analyze", str(run), "--neighbours", "0"]) == 2
-    _error_before_any_progress(capsys, "--neighbours")
+    error_before_any_progress(capsys, "--neighbours")
     assert not (run / "analysis").exists() and not (moved / "analysis").exists()
 
 

@@ -53,6 +53,11 @@ def test_an_option_the_method_lacks_is_refused_before_work(tiny, tmp_path, capsy
     assert not (tmp_path / "r").exists()
     assert _compose(tiny, tmp_path / "r", "linear", "em", "--set", "broken") == 2
     one_line_error(capsys, "NAME=VALUE")
+    assert _compose(tiny, tmp_path / "r", "linear", "em", "--latent-dim", "0") == 2
+    one_line_error(capsys, "--latent-dim must be at least 1")
+    assert _compose(tiny, tmp_path / "r", "neural", "explicit", "--set", "latent_dim=3") == 2
+    one_line_error(capsys, "--set latent_dim", "--latent-dim")
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("inference", ["amortised", "explicit"])

@@ -14,7 +14,7 @@ from cryoscape.cli.main import main
 from cryoscape.io.run_dir import RunDirectory
 from cryoscape.particles import ParticleSet
 from cryoscape.simulate import simulate_dataset
-from _helpers import one_line_error as _one_line_error
+from _helpers import error_before_any_progress, one_line_error as _one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -129,16 +129,6 @@ def test_traverse_bad_input(run, tmp_path, capsys):
     _one_line_error(capsys)
 
 
-def _error_before_any_progress(capsys, *needles: str) -> None:
-    """One ``cryoscape: error:`` line on stderr and nothing on stdout (no progress line was printed)."""
-    captured = capsys.readouterr()
-    err = captured.err.strip().splitlines()
-    assert captured.out == "", captured.out
-    assert len(err) == 1 and err[0].startswith("cryoscape: error:"), err
-    for n in needles:
-        assert n in err[0], (n, err[0])
-
-
 def test_traverse_checks_its_inputs_before_the_search(sim, tmp_path, capsys):
     moved = RunDirectory.create(tmp_path / "moved", method="test", config={"particles": tmp_path / "gone.star",
                                                                             "n_particles": 300})
@@ -147,12 +137,12 @@ def test_traverse_checks_its_inputs_before_the_search(sim, tmp_path, capsys):
     out = tmp_path / "path"
     assert main(["traverse", str(moved), "--from-particle", "0", "--to-particle", "5", "-o", str(out),
                  "--local-volumes"]) == 2
-    _error_before_any_progress(capsys, "gone.star", "--particles")
+    error_before_any_progress(capsys, "gone.star", "--particles")
     assert main(["traverse", str(moved), "--from-particle", "-1", "--to-particle", "5", "-o", str(out)]) == 2
-    _error_before_any_progress(capsys, "--from-particle -1", "out of range")
+    error_before_any_progress(capsys, "--from-particle -1", "out of range")
     assert main(["traverse", str(moved), "--from-particle", "0", "--to-particle", "5", "-o", str(out),
                  "--n-points", "1"]) == 2
-    _error_before_any_progress(capsys, "--n-points")
+    error_before_any_progress(capsys, "--n-points")
     assert not out.exists()
 
 
@@ -210,10 +200,10 @@ def test_compare_checks_its_inputs_before_any_work(sim, run, tmp_path, capsys):
     for options, needle in ((["--k", "0"], "--k"), (["--n-query", "0"], "--n-query"),
                             (["--n-volumes", "-1"], "--n-volumes"), (["--k", "300"], "N − 1 = 299")):
         assert main(["compare", str(run), str(run), "-o", str(out), *options]) == 2
-        _error_before_any_progress(capsys, needle)
+        error_before_any_progress(capsys, needle)
     unfitted = RunDirectory.create(tmp_path / "unfitted", method="test", config={"n_particles": 300})
     assert main(["compare", str(run), str(unfitted.path), "-o", str(out)]) == 2
-    _error_before_any_progress(capsys, "latents")
+    error_before_any_progress(capsys, "latents")
     assert not out.exists()
 
 

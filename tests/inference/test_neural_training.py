@@ -69,7 +69,7 @@ def test_warmup_starts_the_table_at_the_encoder_means(tiny, tmp_path) -> None:
     Adam (first step per row: at most ``latent_lr`` per coordinate) then moves each row little."""
     from cryoscape.inference.vae import _encoder_latents, fit_points
     from cryoscape.io.run_dir import RunDirectory
-    from cryoscape.methods.drgn import _load_particles, _settings_from_params, build_model
+    from cryoscape.methods.drgn import _load_particles, settings_from_params, build_model
 
     lr = 0.01
     out = _fit(tiny, tmp_path / "w", epochs=2, latents="explicit", warmup_epochs=1, latent_lr=lr,
@@ -80,7 +80,7 @@ def test_warmup_starts_the_table_at_the_encoder_means(tiny, tmp_path) -> None:
     after_warmup.load_state_dict(state["model"])
     np.testing.assert_array_equal(after_warmup.latents.weight.detach().numpy(),
                                   build_model(rd.params, rd.box, rd.n_particles).latents.weight.detach().numpy())
-    s = _settings_from_params(rd.params)
+    s = settings_from_params(rd.params)
     data = ParticleBatches(_load_particles(tiny, None, s), fit_points(rd.box, s.max_freq, s.encoder_max_freq),
                            rd.params["norm_scale"], s.use_ctf, s.invert, s.encoder_phase_flip, "cpu",
                            encoder_residual=s.encoder_residual)
@@ -94,7 +94,7 @@ def test_warmup_starts_the_table_at_the_encoder_means(tiny, tmp_path) -> None:
 
 def _tiny_model_and_batch(star: Path, seed: int = 0):
     """A small explicit model with a non-zero output layer (so ``z`` matters) and one batch of 16."""
-    from cryoscape.inference.vae import DrgnModel, fit_points
+    from cryoscape.inference.vae import LatentModel, fit_points
     from cryoscape.methods.drgn import _load_particles
     from cryoscape.methods.drgn import DrgnSettings
     from cryoscape.models.neural import build_decoder
@@ -106,7 +106,7 @@ def _tiny_model_and_batch(star: Path, seed: int = 0):
     dec = build_decoder(s.decoder_spec(int(ps.box)))
     with torch.no_grad():
         dec.output.weight.normal_(0, 0.3)
-    model = DrgnModel(dec, None, len(ps), init_std=1.0)
+    model = LatentModel(dec, None, len(ps), init_std=1.0)
     data = ParticleBatches(ps, fit_points(int(ps.box), 0.8, 0.5), 1000.0, True, False, False, "cpu")
     return model, data, data.batch(np.arange(16)), s.train_settings()
 
@@ -152,12 +152,12 @@ def test_refine_latents_lowers_every_objective_and_reaches_a_stationary_point(ti
 
 
 def test_polished_amortised_latents_start_at_the_encoder_and_leave_the_model_alone(tiny) -> None:
-    from cryoscape.inference.vae import DrgnModel, _encoder_latents, _image_objective, polished_latents
+    from cryoscape.inference.vae import LatentModel, _encoder_latents, _image_objective, polished_latents
     from cryoscape.models.encoder import MLPEncoder
 
     explicit, data, batch, s = _tiny_model_and_batch(tiny)
     torch.manual_seed(1)
-    model = DrgnModel(explicit.decoder, MLPEncoder(int(data.enc_idx.numel()), 3, 16, 2), len(data))
+    model = LatentModel(explicit.decoder, MLPEncoder(int(data.enc_idx.numel()), 3, 16, 2), len(data))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     mu, _ = _encoder_latents(model, data, s, progress=False)
     mean, var, acc = polished_latents(model, data, s, 3, progress=False)

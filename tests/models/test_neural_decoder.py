@@ -213,7 +213,7 @@ def test_model_images_and_encoder_residual_follow_the_shared_forward_model() -> 
     """Noise-free images rendered from ``V₀`` with the shared forward model (CTF, shifts) are reproduced
     exactly by a decoder whose network is zero, and the encoder's residual input is zero."""
     from cryoscape.imaging.forward import render
-    from cryoscape.inference.vae import DrgnModel, ParticleBatches, batch_loss
+    from cryoscape.inference.vae import LatentModel, ParticleBatches, batch_loss
     from cryoscape.particles import ParticleSet
 
     apix, n = 3.0, 6
@@ -232,7 +232,7 @@ def test_model_images_and_encoder_residual_follow_the_shared_forward_model() -> 
     scale = 7.0
     decoder = build_decoder(decoder_spec(D, 2, hidden=8, layers=1, pe_dim=2, base=True))
     decoder.set_base(vol / scale)
-    model = DrgnModel(decoder, MLPEncoder(fit_points(D).encoder.numel(), 2, 8, 1, pose=True), n)
+    model = LatentModel(decoder, MLPEncoder(fit_points(D).encoder.numel(), 2, 8, 1, pose=True), n)
     data = ParticleBatches(ps, fit_points(D, 1.0, 1.0), scale, encoder_phase_flip=True, encoder_residual=True)
     batch = data.batch(np.arange(n))
     y_res, pose = data.encoder_input(decoder, batch)

@@ -112,6 +112,9 @@ def run_compose(args: argparse.Namespace) -> int:
     method = method_for_pair(args.representation, args.inference)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was given but no CUDA GPU is available; use --device cpu")
+    for flag, value in (("--latent-dim", args.latent_dim), ("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:  # named as the user typed them, not as the method calls them
+            raise InputError(f"{flag} must be at least 1; got {value}")
     extra = dict(parse_setting(s) for s in args.settings)
     clash = sorted(set(extra) & {method.latent_option, method.passes_option, "batch_size", "seed", "device",
                                  "datadir", "force", "resume", "progress", "method", "representation", "latents"})

@@ -54,9 +54,10 @@ def extract_slices_half_stack(fts_padded: torch.Tensor, rotations, D: int, overs
     R, batch = _prep_rotations(rotations, fts_padded)
     half = slice_points(D, True, fts_padded.device)
     pts = half if points is None else _minimal_points(D, half.kx[points], half.ky[points], half.insert_weight[points])
-    if band is not None and float(torch.sqrt(pts.kx ** 2 + pts.ky ** 2).max()) * N / D > int(band) - 1:
-        raise ValueError(f"band {band} is too narrow for the points (radius up to "
-                         f"{float(torch.sqrt(pts.kx ** 2 + pts.ky ** 2).max()):.3g} px at box {D})")
+    if band is not None:
+        radius = float(torch.sqrt(pts.kx ** 2 + pts.ky ** 2).max())
+        if radius * N / D > int(band) - 1:
+            raise ValueError(f"band {band} is too narrow for the points (radius up to {radius:.3g} px at box {D})")
     corners = [_trilinear(R[i:j], pts, D, N, band) for i, j in _chunks(R.shape[0], pts.n)]  # shared by every volume
     per_volume = []
     for f in fts_padded:

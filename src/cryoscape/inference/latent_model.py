@@ -16,7 +16,7 @@ from torch import nn
 from cryoscape.inference.batches import Batch, ParticleBatches
 from cryoscape.inference.settings import TrainSettings
 
-__all__ = ['LatentModel', 'DrgnModel', 'rotation_correction', 'batch_loss', 'kl_divergence', 'autocast', 'progress_bar']
+__all__ = ['LatentModel', 'rotation_correction', 'batch_loss', 'kl_divergence', 'autocast', 'progress_bar']
 
 
 def rotation_correction(omega: torch.Tensor) -> torch.Tensor:
@@ -71,13 +71,6 @@ class LatentModel(nn.Module):
     def uses_encoder(self, epoch: int, warmup_epochs: int) -> bool:
         """Whether the latents of epoch ``epoch`` (0-based) come from the encoder."""
         return self.encoder is not None and (self.latents is None or epoch < warmup_epochs)
-
-    def dense_parameters(self) -> list[nn.Parameter]:
-        """Decoder and encoder parameters (Adam)."""
-        params = list(self.decoder.parameters())
-        if self.encoder is not None:
-            params += list(self.encoder.parameters())
-        return params
 
     def dense_groups(self, lr: float) -> list[dict[str, Any]]:
         """Adam parameter groups: the representation at ``lr`` times its :meth:`step_scale`, the encoder at ``lr``.
@@ -164,7 +157,3 @@ def progress_bar(enabled: bool, total: int, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False, dynamic_ncols=True)
-
-
-DrgnModel = LatentModel
-"""The former name of :class:`LatentModel`."""

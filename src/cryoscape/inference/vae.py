@@ -68,7 +68,7 @@ thread count). On CUDA the networks run under ``torch.autocast`` (bfloat16).
 from __future__ import annotations
 
 from cryoscape.inference.batches import Batch, FitPoints, ParticleBatches, estimate_norm_scale, fit_points
-from cryoscape.inference.latent_model import DrgnModel, LatentModel, batch_loss, kl_divergence, rotation_correction
+from cryoscape.inference.latent_model import LatentModel, batch_loss, kl_divergence, rotation_correction
 from cryoscape.inference.latents import (_encoder_latents, _explicit_variances,  # noqa: F401  (tests use them)
                                          _gauss_newton_hessian, _image_objective, infer_latents, polished_latents,
                                          refine_latents)
@@ -84,7 +84,6 @@ __all__ = [
     "ParticleBatches",
     "Batch",
     "LatentModel",
-    "DrgnModel",
     "batch_loss",
     "kl_divergence",
     "TrainResult",

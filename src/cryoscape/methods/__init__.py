@@ -17,6 +17,7 @@ from cryoscape.errors import InputError
 from cryoscape.methods import drgn, pca
 from cryoscape.methods.drgn import run_drgn
 from cryoscape.methods.pca import run_pca
+from cryoscape.methods.latent_point import latent_point
 from cryoscape.methods.registry import METHODS, get_method, method_for_pair, volume_function
 
 __all__ = ["pca", "run_pca", "drgn", "run_drgn", "model_volume", "component_sweep", "curve_sweep", "RECIPES",
@@ -32,11 +33,7 @@ def model_volume(run: Any, z: Any) -> np.ndarray:
     One-line :class:`InputError` when ``z`` does not have the latents' dimension
     or the run's method has no model (use a local reconstruction instead).
     """
-    point = np.asarray(z, dtype=np.float64).reshape(-1)
-    d = _latent_dim(run)
-    if point.size != d:
-        raise InputError(f"the latent point has {point.size} coordinates but the run {run.path} has {d}-D latents; "
-                         "give one value per dimension")
+    point = latent_point(z, _latent_dim(run), run.path)
     fn = volume_function(run.method)
     if fn is None:
         raise InputError(f"{run.method!r} runs have no model to generate volumes from; "

@@ -20,7 +20,7 @@ Run directory (see :mod:`cryoscape.io.run_dir`)::
                          unpolished one that training continues from
       latents_var.npy    [N, latent_dim] float32 variances: Laplace at the polished latents
                          (encoder σ² for amortised latents without the polish)
-      weights.pt         DrgnModel.state_dict() (decoder.*, encoder.* / latents.*; weights_only=True)
+      weights.pt         LatentModel.state_dict() (decoder.*, encoder.* / latents.*; weights_only=True)
       metrics.json       loss per epoch (total, reconstruction, KL), images/s, timings
       mean.mrc           the volume at the mean latent, with the fit's voxel size
       rotation_corrections.npy [N, 3] rad, shift_corrections_A.npy [N, 2] Å (pose refinement only)
@@ -119,7 +119,6 @@ from cryoscape.methods.drgn_model import (build_model, canonical_latents, drgn_v
 from cryoscape.methods.drgn_settings import (BASES, DrgnSettings, make_settings,  # noqa: F401  (re-exported)
                                              settings_from_params)
 
-_settings_from_params = settings_from_params
 _settings = make_settings
 
 __all__ = ["METHOD", "DrgnSettings", "DrgnRun", "run_drgn", "load_decoder", "drgn_volume", "build_model"]
@@ -135,7 +134,7 @@ class DrgnRun:
     """What :func:`run_drgn` produced: the run folder, the trained model, latents and files."""
 
     run: Any  # RunDirectory
-    model: Any  # DrgnModel
+    model: Any  # LatentModel
     latents: np.ndarray
     latents_var: np.ndarray
     history: dict[str, list[float]] = field(default_factory=dict)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from cryoscape.errors import InputError
+from cryoscape.methods.latent_point import latent_point
 from cryoscape.methods.drgn_settings import DrgnSettings, settings_from_params
 
 __all__ = ["build_model", "start_representation", "canonical_latents", "load_decoder", "drgn_volume",
@@ -177,9 +178,6 @@ def representation_volume(decoder: Any, z: np.ndarray, norm_scale: float, max_fr
 def drgn_volume(run: Any, z: np.ndarray) -> np.ndarray:
     """The volume ``[D, D, D]`` float32 of the run's representation at latent ``z (d,)``, at the run's box."""
     decoder = load_decoder(run)
-    z = np.asarray(z, dtype=np.float64).reshape(-1)
-    if z.size != decoder.latent_dim:
-        raise InputError(f"the latent point has {z.size} coordinates but the run {run.path} has "
-                         f"{decoder.latent_dim}-D latents; give one per dimension")
+    z = latent_point(z, decoder.latent_dim, run.path)
     params = run.params
     return representation_volume(decoder, z, float(params["norm_scale"]), float(params.get("max_freq", 1.0)))

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from cryoscape.errors import InputError
+from cryoscape.methods.latent_point import latent_point
 
 __all__ = ["load_model", "pca_volume"]
 
@@ -37,9 +37,5 @@ def load_model(run: Any) -> Any:
 def pca_volume(run: Any, z: np.ndarray) -> np.ndarray:
     """``X0 + Σ_k z_k X_k`` ``[D, D, D]`` float32 at the run's box and voxel size, for latent ``z (K,)``."""
     model = load_model(run)
-    z = np.asarray(z, dtype=np.float64).reshape(-1)
-    if z.size != model.latent_dim:
-        raise InputError(f"the latent point has {z.size} coordinates but the pca run {run.path} has "
-                         f"{model.latent_dim} components; give one per component")
-    return model.volume(z).cpu().numpy().astype(np.float32)
+    return model.volume(latent_point(z, model.latent_dim, run.path)).cpu().numpy().astype(np.float32)
 

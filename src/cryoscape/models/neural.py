@@ -367,4 +367,7 @@ def build_decoder(spec: Mapping[str, Any]) -> NeuralHyperMolecule:
 
 def _latent_dim(spec: Mapping[str, Any]) -> int:
     """The spec's latent dimension (``latent_dim``; ``zdim`` in specs written before the name was unified)."""
-    return int(spec["latent_dim"] if "latent_dim" in spec else spec.get("zdim", 0))
+    for key in ("latent_dim", "zdim"):
+        if key in spec:
+            return int(spec[key])
+    raise ValueError(f"the spec {dict(spec)} has no latent_dim")
