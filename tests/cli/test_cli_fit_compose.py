@@ -49,7 +49,7 @@ def test_a_pair_that_cannot_run_says_why(tiny, tmp_path, capsys) -> None:
 
 def test_an_option_the_method_lacks_is_refused_before_work(tiny, tmp_path, capsys) -> None:
     assert _compose(tiny, tmp_path / "r", "linear", "em", "--set", "no_such=1") == 2
-    one_line_error(capsys, "no option no_such", "components")
+    one_line_error(capsys, "no option no_such", "spectral_components")
     assert not (tmp_path / "r").exists()
     assert _compose(tiny, tmp_path / "r", "linear", "em", "--set", "broken") == 2
     one_line_error(capsys, "NAME=VALUE")

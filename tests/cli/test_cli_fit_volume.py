@@ -56,7 +56,7 @@ def test_fit_writes_every_file(run):
     assert cfg["method"] == "pca" and cfg["data"]["n_particles"] == N and cfg["data"]["box"] == BOX
     assert cfg["data"]["particles"].endswith("particles.star")
     p = cfg["params"]
-    assert (p["components"], p["iterations"], p["seed"], p["downsample"], p["mask"]) == (2, 5, 0, None, "auto")
+    assert (p["latent_dim"], p["iterations"], p["seed"], p["downsample"], p["mask"]) == (2, 5, 0, None, "auto")
     assert p["latent_resolution_A"] == 8.0
     for name in ("mask.mrc", "consensus.mrc", "consensus_half1.mrc", "consensus_fsc.json"):
         assert (run / name).is_file(), name
@@ -268,7 +268,7 @@ def test_resume_continues_to_the_uninterrupted_result(run, sim, tmp_path):
 def test_resume_with_other_settings_is_refused(run, sim, capsys):
     assert main(["fit", "pca", str(sim.star_path), "-o", str(run), "--components", "3", "--iterations", "8",
                  "--resume"]) == 2
-    _one_line_error(capsys, "components", "--force")
+    _one_line_error(capsys, "latent_dim: 2 -> 3", "--force")
 
 
 def test_existing_volume_needs_force(run, tmp_path, capsys):

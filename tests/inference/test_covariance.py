@@ -206,7 +206,7 @@ def _ensemble(D: int, n: int, apix: float = 3.0, seed: int = 1):
 @pytest.fixture(scope="module")
 def ensemble_fit():
     ps, mean, comps, b = _ensemble(20, 4000)
-    res = cv.estimate_covariance(ps, mean, n_components=3, resolution_A=10.0, noise_var=1e-8)
+    res = cv.estimate_covariance(ps, mean, latent_dim=3, resolution_A=10.0, noise_var=1e-8)
     return ps, mean, comps, b, res
 
 
@@ -236,8 +236,8 @@ def test_projected_latents_follow_the_truth(ensemble_fit):
 
 def test_low_rank_route_reproduces_the_dense_estimate():
     ps, mean, comps, b = _ensemble(12, 600, apix=4.0, seed=3)
-    dense = cv.estimate_covariance(ps, mean, n_components=2, resolution_A=12.0, noise_var=1e-8, regularization=0)
-    low = cv.low_rank_covariance(ps, mean, n_components=2, resolution_A=12.0, column_radius=4.0, noise_var=1e-8,
+    dense = cv.estimate_covariance(ps, mean, latent_dim=2, resolution_A=12.0, noise_var=1e-8, regularization=0)
+    low = cv.low_rank_covariance(ps, mean, latent_dim=2, resolution_A=12.0, column_radius=4.0, noise_var=1e-8,
                                  regularization=0)
     angles = np.degrees(subspace_angles(dense.components.reshape(2, -1).T, low.components.reshape(2, -1).T))
     # equal up to the negative part of the noisy Σ, which the Nyström factor drops
@@ -250,7 +250,7 @@ def test_noise_variance_from_pure_noise():
     rng = np.random.default_rng(8)
     R = Rotation.random(n, random_state=8).as_matrix().astype(np.float32)
     ps = ParticleSet.from_arrays((sigma * rng.standard_normal((n, D, D))).astype(np.float32), R, apix=3.0)
-    res = cv.estimate_covariance(ps, np.zeros((D, D, D), np.float32), n_components=2, resolution_A=12.0)
+    res = cv.estimate_covariance(ps, np.zeros((D, D, D), np.float32), latent_dim=2, resolution_A=12.0)
     assert res.noise_var == pytest.approx(sigma ** 2, rel=0.03)
     np.testing.assert_allclose(res.residual_power, sigma ** 2 * D * D, rtol=0.15)
 

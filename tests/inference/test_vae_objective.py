@@ -91,3 +91,19 @@ def _slice(model, data, batch, z) -> torch.Tensor:
     """``A z`` (CTF x shift x slice) per image."""
     R, shifts = model.poses(batch, False)
     return model.decoder.slice_half(R, z, points=data.fit_idx) * data.phase(shifts) * batch.ctf
+
+
+def test_batch_transfer_is_the_forward_models_at_the_fitted_points(tiny) -> None:
+    """The batches' CTF and shift phase equal :func:`transfer_half` over the whole half set, taken at the
+    fit and encoder points (one transfer for every layer)."""
+    from cryoscape.imaging.forward import transfer_half
+    from cryoscape.particles import ParticleSet
+
+    ps = ParticleSet.from_file(tiny)
+    _, data, batch = _linear_model(tiny)
+    table = ps.ctf_table()
+    params = {k: torch.as_tensor(np.asarray(table[k], dtype=np.float32)) for k in table}
+    ctf, phase = transfer_half(int(ps.box), float(ps.apix), batch.shifts_A, params)
+    for idx, got_ctf, encoder in ((data.fit_idx, batch.ctf, False), (data.enc_idx, batch.ctf_enc, True)):
+        torch.testing.assert_close(got_ctf, ctf[:, idx], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(data.phase(batch.shifts_A, encoder=encoder), phase[:, idx], rtol=1e-5, atol=1e-6)

@@ -133,6 +133,19 @@ def test_resume_accepts_same_config_and_more_epochs(tmp_path: Path) -> None:
     assert "resumed; changed: params.epochs" in (tmp_path / "run" / "log.txt").read_text()
 
 
+def test_runs_written_with_old_latent_names_open_and_resume(tmp_path: Path) -> None:
+    """``components`` (pca) and ``zdim`` (gradient fits) read as ``latent_dim``; a pca run resumes."""
+    RunDirectory.create(tmp_path / "pca", "pca", _config(components=2))
+    resumed = RunDirectory.create(tmp_path / "pca", "pca", _config(latent_dim=2, epochs=9), resume=True)
+    assert resumed.params["latent_dim"] == 2 and "components" not in resumed.params
+    with pytest.raises(InputError, match="latent_dim: 2 -> 3"):
+        RunDirectory.create(tmp_path / "pca", "pca", _config(latent_dim=3), resume=True)
+    RunDirectory.create(tmp_path / "drgn", "drgn", _config(zdim=4))
+    assert RunDirectory.open(tmp_path / "drgn").params["latent_dim"] == 4
+    RunDirectory.create(tmp_path / "other", "drgn", _config(components=4))
+    assert RunDirectory.open(tmp_path / "other").params["components"] == 4  # only pca called it so
+
+
 def test_resume_reports_differences_in_one_line(tmp_path: Path) -> None:
     _create(tmp_path)
     with pytest.raises(InputError) as exc:

@@ -103,7 +103,8 @@ def _add_pca(methods: argparse._SubParsersAction) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("particles", help="particle file with poses (and CTF): .star or .cs")
     p.add_argument("-o", "--output", required=True, metavar="RUN", help="run directory to write")
-    p.add_argument("--components", type=int, required=True, metavar="K", help="number of principal volumes")
+    p.add_argument("--components", "--latent-dim", dest="latent_dim", type=int, required=True, metavar="K",
+                   help="number of principal volumes, the latent dimension")
     p.add_argument("--iterations", type=int, default=12, metavar="N",
                    help="EM iterations (default 12; from the covariance start the objective settles within about 8)")
     p.add_argument("--mask", metavar="MASK.mrc", default="auto",
@@ -152,7 +153,7 @@ def _add_drgn(methods: argparse._SubParsersAction) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("particles", help="particle file with poses and CTF: .star or .cs")
     p.add_argument("-o", "--output", required=True, metavar="RUN", help="run directory to write")
-    p.add_argument("--zdim", dest="latent_dim", type=int, default=d.latent_dim, metavar="D",
+    p.add_argument("--zdim", "--latent-dim", dest="latent_dim", type=int, default=d.latent_dim, metavar="D",
                    help=f"latent dimension (default {d.latent_dim})")
     p.add_argument("--epochs", type=int, default=d.epochs, metavar="N",
                    help=f"passes over the particles (default {d.epochs})")
@@ -237,7 +238,7 @@ def _run_pca(args: argparse.Namespace) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda was given but no CUDA GPU is available; use --device cpu")
-    out = run_pca(args.particles, args.output, args.components, args.iterations, mask=args.mask,
+    out = run_pca(args.particles, args.output, args.latent_dim, args.iterations, mask=args.mask,
                   resolution_limit_A=args.resolution_limit, downsample=args.downsample, datadir=args.datadir,
                   seed=args.seed, init=args.init, spectral_components=args.spectral_components,
                   curve_basis=args.curve_basis, batch_size=args.batch_size, device=args.device,

@@ -116,7 +116,7 @@ def run_compose(args: argparse.Namespace) -> int:
         if value is not None and value < 1:  # named as the user typed them, not as the method calls them
             raise InputError(f"{flag} must be at least 1; got {value}")
     extra = dict(parse_setting(s) for s in args.settings)
-    clash = sorted(set(extra) & {method.latent_option, method.passes_option, "batch_size", "seed", "device",
+    clash = sorted(set(extra) & {"latent_dim", method.passes_option, "batch_size", "seed", "device",
                                  "datadir", "force", "resume", "progress", "method", "representation", "latents"})
     if clash:
         raise InputError(f"--set {clash[0]}=... is not an option to set here; use the command's own flag "

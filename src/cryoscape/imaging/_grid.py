@@ -134,6 +134,14 @@ def _minimal_points(D: int, kx: torch.Tensor, ky: torch.Tensor, weight: torch.Te
                        weight.float())
 
 
+def half_points_subset(D: int, idx: torch.Tensor, device=None) -> SlicePoints:
+    """The half-set points ``idx`` of :func:`slice_points` as a minimal :class:`SlicePoints` (frequencies and
+    insertion weights only; no storage indices), e.g. for the CTF and shift phase at a batch's fitted points."""
+    half = slice_points(D, True, device)
+    i = torch.as_tensor(idx, dtype=torch.int64, device=half.kx.device)
+    return _minimal_points(D, half.kx[i], half.ky[i], half.insert_weight[i])
+
+
 @lru_cache(maxsize=32)
 def _recon_points_cpu(D: int, N: int, fine_radius: int):
     half = _slice_points_cpu(D, True)

@@ -73,14 +73,6 @@ class Batch:
     ctf_enc: torch.Tensor | None = None
 
 
-def _freqs_A(D: int, apix: float, idx: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(kx, ky)`` in cycles/Å of half-set points ``idx``."""
-    from cryoscape.imaging._grid import slice_points
-
-    kx, ky = slice_points(D, True).freqs_A(apix, torch.get_default_dtype())
-    return kx[idx].to(device), ky[idx].to(device)
-
-
 def estimate_norm_scale(particles: Any, n_images: int = 1000, invert: bool = False, batch_size: int = 256) -> float:
     """Root-mean-square of the images' half-set Fourier values (Hermitian-weighted, whole disc).
 
@@ -140,8 +132,10 @@ class ParticleBatches:
 
             table = particles.ctf_table()
             self.ctf = {k: torch.tensor(np.asarray(table[k], dtype=np.float64)) for k in CTF_FIELDS}
-        self._kfit = _freqs_A(self.D, self.apix, points.fit, self.device)
-        self._kenc = _freqs_A(self.D, self.apix, points.encoder, self.device)
+        from cryoscape.imaging._grid import half_points_subset
+
+        self._fit_points = half_points_subset(self.D, points.fit, self.device)
+        self._enc_points = half_points_subset(self.D, points.encoder, self.device)
         self.fit_idx = points.fit.to(self.device)
         self.enc_idx = points.encoder.to(self.device)
         self.weights = points.weights.to(self.device)
@@ -149,21 +143,20 @@ class ParticleBatches:
     def __len__(self) -> int:
         return len(self.particles)
 
-    def ctf_at(self, idx: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor | None:
-        """CTF ``[B, P]`` of particles ``idx`` at frequencies ``kx, ky`` (cycles/Å), or None."""
+    def ctf_at(self, idx: torch.Tensor, encoder: bool = False) -> torch.Tensor | None:
+        """CTF ``[B, P]`` of particles ``idx`` on the fit (or encoder) points, or None without CTF."""
         if self.ctf is None:
             return None
-        from cryoscape.imaging.ctf import ctf_from_freqs
+        from cryoscape.imaging.forward import transfer_at
 
         params = {k: v[idx.cpu()].to(self.device, torch.float32) for k, v in self.ctf.items()}
-        return ctf_from_freqs(kx, ky, **params)
+        return transfer_at(self._enc_points if encoder else self._fit_points, self.apix, ctf_params=params)[0]
 
     def phase(self, shifts_A: torch.Tensor, encoder: bool = False) -> torch.Tensor:
         """Forward shift phase ``exp(−2πi k·(−origin))`` ``[B, P]`` on the fit (or encoder) points."""
-        from cryoscape.imaging.shift import phase_shift_at
+        from cryoscape.imaging.forward import transfer_at
 
-        kx, ky = self._kenc if encoder else self._kfit
-        return phase_shift_at(kx, ky, -shifts_A)
+        return transfer_at(self._enc_points if encoder else self._fit_points, self.apix, shifts_A)[1]
 
     def batch(self, idx: np.ndarray) -> Batch:
         """Read and prepare particles ``idx`` (read in increasing order, returned in that order)."""
@@ -178,7 +171,7 @@ class ParticleBatches:
         shifts = self.shifts_A[t].to(self.device)
         y_enc = y_all[:, self.enc_idx] * self.phase(shifts, encoder=True).conj()
         return Batch(t.to(self.device), y_all[:, self.fit_idx], y_enc, self.rotations[t].to(self.device), shifts,
-                     self.ctf_at(t, *self._kfit), self.ctf_at(t, *self._kenc))
+                     self.ctf_at(t), self.ctf_at(t, encoder=True))
 
     def encoder_input(self, decoder: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder's inputs: half-set values ``[B, P_enc]`` and the pose ``[B, 6]`` (first two rows of ``R``).

@@ -146,6 +146,23 @@ def read_config(path: Path) -> dict[str, Any]:
         raise InputError(f"{path} names no method; it is not a cryoscape run config")
     if int(cfg.get("run_format", RUN_FORMAT)) > RUN_FORMAT:
         raise InputError(f"{path} has run format {cfg['run_format']}, newer than this cryoscape reads; upgrade cryoscape")
+    return _current_names(cfg)
+
+
+#: Parameter names that earlier runs wrote, by method (``"*"``: any), and their present name.
+_RENAMED_PARAMS: dict[str, dict[str, str]] = {"*": {"zdim": "latent_dim"}, "pca": {"components": "latent_dim"}}
+
+
+def _current_names(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with the parameters of earlier runs under their present names (the latent dimension was
+    ``zdim`` in gradient fits and ``components`` in ``pca``), so old runs resume and load."""
+    params = cfg.get("params")
+    if not isinstance(params, dict):
+        return cfg
+    renames = {**_RENAMED_PARAMS["*"], **_RENAMED_PARAMS.get(str(cfg["method"]), {})}
+    for old, new in renames.items():
+        if old in params and new not in params:
+            params[new] = params.pop(old)
     return cfg
 
 

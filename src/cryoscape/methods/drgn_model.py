@@ -80,7 +80,7 @@ def _linear_components(ps: Any, s: DrgnSettings, consensus: np.ndarray | None, n
         res = max(s.init_resolution_A, 2.5 * float(ps.apix))
         sign = -1.0 if s.invert else 1.0
         with run.log(f"covariance at {res:.3g} Å: the starting principal volumes"):
-            cov = estimate_covariance(ps, consensus * (sign * norm_scale), n_components=s.latent_dim, resolution_A=res,
+            cov = estimate_covariance(ps, consensus * (sign * norm_scale), latent_dim=s.latent_dim, resolution_A=res,
                                       use_ctf=s.use_ctf, batch_size=256, progress=progress, device=s.device)
         evals = np.clip(np.asarray(cov.eigenvalues, dtype=np.float64), 0.0, None)
         comps = np.zeros((s.latent_dim, D, D, D), np.float32)

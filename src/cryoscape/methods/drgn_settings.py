@@ -124,11 +124,9 @@ class DrgnSettings(TrainSettings):
 
 def settings_from_params(params: dict[str, Any]) -> DrgnSettings:
     """The settings recorded in a run's ``config.yaml`` (unknown keys ignored; runs before the
-    representation choice are neural; runs that wrote the latent dimension as ``zdim`` are read too)."""
+    representation choice are neural; :func:`~cryoscape.io.run_config.read_config` gives old names their
+    present ones)."""
     names = {f.name for f in dataclasses.fields(DrgnSettings)}
-    params = dict(params)
-    if "zdim" in params and "latent_dim" not in params:
-        params["latent_dim"] = params.pop("zdim")
     return DrgnSettings(**{k: v for k, v in params.items() if k in names})
 
 

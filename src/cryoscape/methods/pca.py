@@ -99,7 +99,7 @@ __all__ = [
 def run_pca(
     particles_path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    components: int,
+    latent_dim: int,
     iterations: int = 12,
     *,
     mask: str | None = "auto",
@@ -124,7 +124,7 @@ def run_pca(
     Args:
         particles_path: STAR / .cs file with poses (and CTF, used when present).
         out_dir: run folder; refused when not empty unless ``force``.
-        components: number of principal volumes ``K`` (fewer than the particles).
+        latent_dim: number of principal volumes ``K`` (``--components``; fewer than the particles).
         iterations: EM iterations. mask: ``"auto"`` (default; None means the same),
             ``"sphere"`` or a soft-mask MRC path (see the module docstring).
         resolution_limit_A: ignore frequencies finer than this (Å).
@@ -147,7 +147,7 @@ def run_pca(
         :class:`PCARun` with the run folder, the :class:`~cryoscape.inference.ppca_em.PPCAResult`
         and the files written.
     """
-    s = PCASettings(components, iterations, "auto" if mask is None else str(mask), resolution_limit_A, downsample,
+    s = PCASettings(latent_dim, iterations, "auto" if mask is None else str(mask), resolution_limit_A, downsample,
                     seed, init=init, spectral_components=spectral_components, curve_basis=curve_basis,
                     batch_size=batch_size, device=device, fsc_filter=fsc_filter, cross_halves=cross_halves,
                     latent_resolution_A=latent_resolution_A)
@@ -156,7 +156,7 @@ def run_pca(
     start = time.perf_counter()
     mask_volume, consensus = fit_mask(run, ps, s.mask, box, apix, resume, progress)
     init, extra = (None, {}) if resume else initial_components(ps, s, mask_volume, consensus, progress, run)
-    template = LinearHyperMolecule.empty(box, s.components, apix=apix, oversampling=s.oversampling)
+    template = LinearHyperMolecule.empty(box, s.latent_dim, apix=apix, oversampling=s.oversampling)
     result = _fit(run, ps, template, s, mask_volume, init, start_state, progress)
     elapsed = time.perf_counter() - start
     if resume:
@@ -182,7 +182,7 @@ def _open_run(particles_path: str | os.PathLike, out_dir: str | os.PathLike, dat
         refuse_existing(root, force)
     elif not root.is_dir():
         raise InputError(f"{root} does not exist, so there is nothing to resume; drop --resume to start a new fit")
-    ps = load_particles(particles_path, datadir, s.components)
+    ps = load_particles(particles_path, datadir, s.latent_dim)
     box, apix = target_geometry(ps, s.downsample)
     config = flat_config(ps, particles_path, datadir, s, box, apix, root.resolve())
     run = RunDirectory.create(root, METHOD, config, force=force, resume=resume)
@@ -205,7 +205,7 @@ def _fit(run: Any, ps: Any, template: LinearHyperMolecule, s: PCASettings, mask:
     from cryoscape.inference.ppca_em import fit_ppca
 
     checkpoint = lambda done, state: run.save_checkpoint(done, state)
-    with run.log(f"PPCA EM: K = {s.components}, {s.iterations} iterations"):
+    with run.log(f"PPCA EM: {s.latent_dim} principal volumes, {s.iterations} iterations"):
         return fit_ppca(ps, template, s.iterations, mask=mask, resolution_limit_A=s.resolution_limit_A, seed=s.seed,
                         progress=progress, ridge=s.ridge, estimate_contrast=s.estimate_contrast,
                         contrast_warmup=s.contrast_warmup, use_ctf=s.use_ctf, batch_size=s.batch_size,

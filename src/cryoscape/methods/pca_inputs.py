@@ -20,14 +20,14 @@ __all__ = ["load_particles", "target_geometry", "resume_state", "refuse_existing
            "prepare_images", "fit_mask", "initial_components"]
 
 
-def load_particles(particles_path: str | os.PathLike, datadir: str | os.PathLike | None, n_components: int) -> Any:
+def load_particles(particles_path: str | os.PathLike, datadir: str | os.PathLike | None, latent_dim: int) -> Any:
     """The posed particle set, with the one-line errors a user can fix."""
     from cryoscape.particles import ParticleSet
 
     ps = ParticleSet.from_file(particles_path, datadir=datadir)
     ps.require_poses("cryoscape fit pca")
-    if len(ps) <= n_components:
-        raise InputError(f"{particles_path} has {len(ps)} particles for {n_components} components; "
+    if len(ps) <= latent_dim:
+        raise InputError(f"{particles_path} has {len(ps)} particles for {latent_dim} components; "
                          "use fewer --components than particles")
     return ps
 
@@ -148,12 +148,12 @@ def initial_components(ps: Any, s: PCASettings, mask: Any, consensus: np.ndarray
                            oversampling=s.oversampling, device=s.device, progress=False)
         consensus = np.asarray(sums.volume(0, regulariser=s.ridge), dtype=np.float32)
     with run.log(f"covariance at {res:.3g} Å: the starting principal volumes"):
-        cov = estimate_covariance(ps, consensus, n_components=s.components, resolution_A=res, mask=mask,
+        cov = estimate_covariance(ps, consensus, latent_dim=s.latent_dim, resolution_A=res, mask=mask,
                                   use_ctf=s.use_ctf, batch_size=max(s.batch_size, 256), progress=progress,
                                   device=s.device)
     evals = np.clip(np.asarray(cov.eigenvalues, dtype=np.float64), 0.0, None)
-    comps = np.zeros((s.components,) + tuple(cov.components.shape[1:]), dtype=np.float32)
-    k = min(s.components, cov.components.shape[0])
+    comps = np.zeros((s.latent_dim,) + tuple(cov.components.shape[1:]), dtype=np.float32)
+    k = min(s.latent_dim, cov.components.shape[0])
     comps[:k] = cov.components[:k] * np.sqrt(evals[:k])[:, None, None, None]
     info = {"covariance_eigenvalues": evals, "covariance_resolution_A": res,
             "covariance_noise_var": float(cov.noise_var)}

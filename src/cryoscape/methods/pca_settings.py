@@ -48,7 +48,7 @@ LATENT_RESOLUTION_A = 8.0
 class PCASettings:
     """Hyper-parameters of a ``pca`` fit (all stored in ``config.yaml``).
 
-    components: ``K``; iterations: EM passes over the images; mask: ``"auto"``
+    latent_dim: the number of principal volumes ``K`` (``--components``); iterations: EM passes over the images; mask: ``"auto"``
     (solvent mask from the consensus map), ``"sphere"`` or a soft-mask MRC path;
     resolution_limit_A: ignore frequencies finer than this (Å) or None;
     downsample: Fourier-crop the images to this even box first, or None;
@@ -70,7 +70,7 @@ class PCASettings:
     only, the volumes from all (None: all for both; default :data:`LATENT_RESOLUTION_A`).
     """
 
-    components: int
+    latent_dim: int
     iterations: int = 12
     mask: str = "auto"
     resolution_limit_A: float | None = None
@@ -95,8 +95,8 @@ class PCASettings:
 
     def check(self) -> None:
         """One-line :class:`InputError` for impossible values (before any work)."""
-        if self.components < 1:
-            raise InputError(f"--components is {self.components}; give at least 1")
+        if self.latent_dim < 1:
+            raise InputError(f"the latent dimension (--components, --latent-dim) is {self.latent_dim}; give at least 1")
         if self.iterations < 1:
             raise InputError(f"--iterations is {self.iterations}; run at least 1")
         if self.batch_size < 1:

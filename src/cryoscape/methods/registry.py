@@ -49,9 +49,9 @@ class Method:
     ``runner`` / ``volume_ref``: ``"module:function"`` (see the module docstring).
     ``defaults``: options passed to the runner unless the caller gives them.
     ``preset``: a named recipe with its own ``cryoscape fit NAME`` command.
-    ``latent_option`` / ``passes_option``: the runner's names for the latent
-    dimension and for the number of passes over the particles (EM iterations
-    or training epochs), so that :meth:`options` speaks one language for every method.
+    ``passes_option``: the runner's name for the number of passes over the
+    particles (EM iterations or training epochs), so that :meth:`options` speaks
+    one language for every method; every runner takes the latent dimension as ``latent_dim``.
     """
 
     name: str
@@ -62,12 +62,11 @@ class Method:
     volume_ref: str
     defaults: Mapping[str, Any] = field(default_factory=dict)
     preset: bool = False
-    latent_option: str = "latent_dim"
     passes_option: str = "epochs"
 
     def options(self, latent_dim: int | None = None, passes: int | None = None, **others: Any) -> dict[str, Any]:
         """Runner keyword arguments for a latent dimension and a number of passes (None: the default)."""
-        named = {self.latent_option: latent_dim, self.passes_option: passes, **others}
+        named = {"latent_dim": latent_dim, self.passes_option: passes, **others}
         return {k: v for k, v in named.items() if v is not None}
 
     def runner_function(self) -> Callable[..., Any]:
@@ -88,8 +87,8 @@ _GRADIENT_VOLUME = "cryoscape.methods.drgn:drgn_volume"
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("pca", "linear", "em", "probabilistic PCA by EM (mean + principal volumes)",
-           "cryoscape.methods.pca:run_pca", "cryoscape.methods.pca:pca_volume", {"components": 4}, preset=True,
-           latent_option="components", passes_option="iterations"),
+           "cryoscape.methods.pca:run_pca", "cryoscape.methods.pca:pca_volume", {"latent_dim": 4}, preset=True,
+           passes_option="iterations"),
     Method("drgn", "neural", "amortised", "neural hyper-molecule with a VAE encoder",
            _GRADIENT, _GRADIENT_VOLUME, {"latent_dim": 8}, preset=True),
     Method("neural-explicit", "neural", "explicit", "neural hyper-molecule with one latent per particle",

@@ -89,14 +89,14 @@ def _mean_array(mean_volume, D: int) -> np.ndarray:
     return m
 
 
-def _check_choices(solver: str, n_components: int) -> None:
+def _check_choices(solver: str, latent_dim: int) -> None:
     if solver not in SOLVERS:
         raise InputError(f"solver {solver!r} is not 'pairwise' or 'cg'")
-    if n_components < 1:
-        raise InputError(f"n_components is {n_components}; ask for at least one principal volume")
+    if latent_dim < 1:
+        raise InputError(f"latent_dim is {latent_dim}; ask for at least one principal volume")
 
 
-def estimate_covariance(particles, mean_volume, *, n_components: int = 8, resolution_A: float = 15.0,
+def estimate_covariance(particles, mean_volume, *, latent_dim: int = 8, resolution_A: float = 15.0,
                         mask=None, noise_var: float | None = None, interpolation: str = "nearest",
                         solver: str = "pairwise", regularization: float = 1.0, cg_iterations: int = 10,
                         noise_band: float = NOISE_BAND, use_ctf: bool = True, oversampling: float = 2.0,
@@ -107,7 +107,7 @@ def estimate_covariance(particles, mean_volume, *, n_components: int = 8, resolu
     Args:
         particles: :class:`~cryoscape.particles.ParticleSet` with poses (CTF used when present).
         mean_volume: ``μ`` ``[D, D, D]`` (e.g. a consensus reconstruction of the same particles).
-        n_components: number of principal volumes ``K``.
+        latent_dim: number of principal volumes ``K``.
         resolution_A: frequencies finer than this (Å) are ignored (pixel radius ``D·apix/resolution_A``).
         mask: soft real-space mask ``[D, D, D]`` (array or MRC path) in which the volumes are
             orthonormal; default :func:`cryoscape.reconstruct.backprojection.default_mask`.
@@ -125,7 +125,7 @@ def estimate_covariance(particles, mean_volume, *, n_components: int = 8, resolu
     from cryoscape.reconstruct.backprojection import load_mask
 
     _check_particles(particles, "covariance estimation")
-    _check_choices(solver, n_components)
+    _check_choices(solver, latent_dim)
     D, apix = int(particles.box), float(particles.apix)
     mean = _mean_array(mean_volume, D)
     mask_arr = load_mask(mask, D, apix)
@@ -141,7 +141,7 @@ def estimate_covariance(particles, mean_volume, *, n_components: int = 8, resolu
                                          use_ctf, batch_size, device)
         residuals = info.residuals
         correction = "multiply" if interpolation == "trilinear" else "divide"
-    comps, evals = principal_volumes(Sigma, grid, min(n_components, int(grid.keep.sum())), mask_arr, correction)
+    comps, evals = principal_volumes(Sigma, grid, min(latent_dim, int(grid.keep.sum())), mask_arr, correction)
     return CovarianceResult(comps, evals, mean, s2 / (D * D), float(resolution_A), grid.radius, interpolation,
                             solver, stats.residual_power, Sigma, grid, residuals, len(particles), apix)
 

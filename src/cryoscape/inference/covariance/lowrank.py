@@ -30,7 +30,7 @@ def _column_voxels(grid: BallGrid, column_radius: float, radius: float) -> torch
     return torch.nonzero(r <= column_radius + 1e-9).reshape(-1)
 
 
-def low_rank_covariance(particles, mean_volume, *, n_components: int = 8, resolution_A: float | None = None,
+def low_rank_covariance(particles, mean_volume, *, latent_dim: int = 8, resolution_A: float | None = None,
                         column_radius: float = 3.0, mask=None, noise_var: float | None = None,
                         regularization: float = 1.0, noise_band: float = NOISE_BAND,
                         use_ctf: bool = True, oversampling: float = 2.0, batch_size: int = 512,
@@ -60,7 +60,7 @@ def low_rank_covariance(particles, mean_volume, *, n_components: int = 8, resolu
                                   columns=J)
     s2 = _noise(stats, noise_var, D, noise_band)
     cols = _column_solve(stats, J, s2, regularization)
-    comps, evals = _low_rank_eigen(cols, J, grid, n_components, mask_arr, oversample, n_power, seed)
+    comps, evals = _low_rank_eigen(cols, J, grid, latent_dim, mask_arr, oversample, n_power, seed)
     return CovarianceResult(comps, evals, mean, s2 / (D * D), float(resolution_A or 2 * apix), radius,
                             "nearest", "low-rank", stats.residual_power, None, grid, [], len(particles), apix)
 

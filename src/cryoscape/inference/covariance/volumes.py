@@ -106,7 +106,7 @@ def _masked_eigenvectors(S: torch.Tensor, G: torch.Tensor, k: int) -> torch.Tens
     return (V[:, good] / torch.sqrt(e[good])) @ U
 
 
-def principal_volumes(Sigma: torch.Tensor, grid: BallGrid, n_components: int, mask=None,
+def principal_volumes(Sigma: torch.Tensor, grid: BallGrid, latent_dim: int, mask=None,
                       correction: str = "divide") -> tuple[np.ndarray, np.ndarray]:
     """Top eigenpairs of the masked real-space covariance of ``Sigma`` (voxels ``|v| <= radius``).
 
@@ -118,7 +118,7 @@ def principal_volumes(Sigma: torch.Tensor, grid: BallGrid, n_components: int, ma
     h = _weight_volume(grid.D, mask, grid.interpolation, correction)
     S = Sigma[sel][:, sel].to(torch.complex128)
     G = _gram(grid, sel, h.to(torch.complex128))
-    coeffs = _masked_eigenvectors(S, 0.5 * (G + G.conj().T), n_components)
+    coeffs = _masked_eigenvectors(S, 0.5 * (G + G.conj().T), latent_dim)
     vols = _to_volumes(grid, coeffs.T, sel, h.to(torch.complex128))
     comps = torch.where(h.real != 0, _real_orthonormal(vols), 0.0)  # exact zeros outside the mask
     # eigenvalues as Rayleigh quotients of the real volumes

@@ -82,7 +82,7 @@ def restore(saved: Mapping, template: LinearInLatent, n: int, device, dtype
     K, D = int(template.latent_dim), int(template.box)
     if tuple(comps.shape) != (K, D, D, D) or tuple(lat.shape) != (n, K):
         raise InputError(f"the saved PPCA state has components {tuple(comps.shape)} and latents {tuple(lat.shape)}, "
-                         f"but this fit has K = {K}, box {D} and {n} particles; start again with --force")
+                         f"but this fit has latent dimension {K}, box {D} and {n} particles; start again with --force")
     t = lambda x: torch.as_tensor(x).to(device=device, dtype=dtype)
     state = EMState(t(lat), t(cov), t(contrast), s2, float(saved.get("contrast_std", CONTRAST_PRIOR_STD)))
     halves = None
