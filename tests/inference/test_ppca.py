@@ -375,19 +375,33 @@ def _reference_solve(acc, ridge: float, ssnr=None):
     shell, radius = acc._shells("cpu")
     shell, radius = shell.numpy(), radius.numpy()
     diag = [shell_mean_weight(full[2 * K1 + acc.pairs.index((p, p))], D, 2).numpy() for p in range(K1)]
-    lam = [ridge * diag[0]] * K1
-    if ssnr is not None:
-        lam = [lam[p] + regulariser_from_ssnr(torch.as_tensor(diag[p]), ssnr[p]).numpy() for p in range(K1)]
+    ridge_lam = ridge * diag[0]
+    wiener = [np.zeros_like(ridge_lam) if ssnr is None else
+              regulariser_from_ssnr(torch.as_tensor(diag[p]), ssnr[p]).numpy() for p in range(K1)]
     out = np.zeros((K1, N, N, h + 1), dtype=np.complex128)
+    gain_sum, count = np.zeros((K1, D // 2 + 1)), np.zeros(D // 2 + 1)
     for z, y, x in zip(*np.nonzero(radius <= D / 2)):
+        s = min(shell[z, y, x], D // 2)
         A = np.zeros((K1, K1))
         for c, (p, q) in enumerate(acc.pairs):
             A[p, q] = A[q, p] = half[2 * K1 + c, z, y, x]
-        A += np.diag([lam[p][min(shell[z, y, x], D // 2)] for p in range(K1)])
+        base = np.diag(A) + ridge_lam[s]
+        A += np.diag([ridge_lam[s] + wiener[p][s] for p in range(K1)])
+        plane = 0.5 if x in (0, h) else 1.0  # the kx = 0 and kx = N/2 planes count half
+        gain_sum[:, s] += plane * base / (base + np.array([wiener[p][s] for p in range(K1)]))
+        count[s] += plane
         b = half[: 2 * K1, z, y, x].reshape(K1, 2)
         X = np.linalg.solve(A, b)
         out[:, z, y, x] = X[:, 0] + 1j * X[:, 1]
-    vols = [acc._to_real(torch.as_tensor(out[p])).numpy() for p in range(K1)]
+    if ssnr is None:
+        vols = [acc._to_real(torch.as_tensor(out[p])).numpy() for p in range(K1)]
+        return vols[0], np.stack(vols[1:])
+    # the Wiener level goes on after the crop: unit gain per shell first, then each shell times its gain
+    from cryoscape.geometry.fourier import scale_shells
+
+    gain = gain_sum / count
+    level = gain[:, np.minimum(shell, D // 2)]
+    vols = [scale_shells(acc._to_real(torch.as_tensor(out[p] / level[p])), gain[p]).numpy() for p in range(K1)]
     return vols[0], np.stack(vols[1:])
 
 

@@ -124,8 +124,8 @@ def test_noisy_ctf_reconstruction_agrees_with_truth_to_the_reported_resolution(n
     # the resolution against the truth at 0.5 matches the half-map 0.143 resolution within one shell
     res_truth = resolution_at(truth_fsc, D, apix, 0.5)
     assert abs(1 / res_truth - 1 / rec.resolution_A) <= 1.0 / (D * apix) + 1e-9
-    # the masked, corrected FSC is at least as good at the reported resolution
-    assert rec.resolution_masked_A <= rec.resolution_A + 1e-6
+    # the half maps are already confined to the box's sphere, so the masked, corrected FSC agrees within a shell
+    assert abs(1 / rec.resolution_masked_A - 1 / rec.resolution_A) <= 1.0 / (D * apix) + 1e-9
     assert rec.n_particles == 2000 and rec.n_half[0] + rec.n_half[1] == 2000
     # the simulator's _rlnRandomSubset is honoured
     assert list(rec.n_half) == [int((ds.particles.half_set == 0).sum()), int((ds.particles.half_set == 1).sum())]
@@ -277,7 +277,7 @@ def test_save_writes_every_output_atomically_and_refuses_to_overwrite(tmp_path, 
     _, rec = noisy_ctf
     out = tmp_path / "run" / "consensus.mrc"
     paths = rec.save(out)
-    assert set(paths) == {"volume", "half1", "half2", "fsc_txt", "fsc_json", "fsc_png"}
+    assert set(paths) == {"volume", "half1", "half2", "fsc_txt", "fsc_json", "fsc_png", "filter_txt"}
     assert paths == output_paths(out)
     for p in paths.values():
         assert p.is_file() and p.stat().st_size > 0
@@ -291,6 +291,10 @@ def test_save_writes_every_output_atomically_and_refuses_to_overwrite(tmp_path, 
     header = paths["fsc_txt"].read_text().splitlines()[0]
     assert header.split(",") == ["shell", "frequency_invA", "resolution_A", "fsc_unmasked", "fsc_masked"]
     assert np.allclose(rec.shell_frequencies, shell_frequencies(32, rec.apix))
+    table = np.loadtxt(paths["filter_txt"], delimiter=",", skiprows=1)
+    header = paths["filter_txt"].read_text().splitlines()[0].split(",")
+    assert header[3:] == ["wiener_weight_half", "wiener_weight_full", "ssnr_full"]
+    assert np.allclose(table[:, 4], rec.filter_weights_full, atol=1e-6) and np.all(table[:, 3:5] > 0)
     with pytest.raises(OutputExistsError):
         rec.save(out)
     rec.save(out, force=True)

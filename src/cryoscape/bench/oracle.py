@@ -343,11 +343,12 @@ class WindowReconstructor:
     def volume(self) -> np.ndarray | None:
         """The Wiener-filtered full map ``[D, D, D]`` of the current set, or None when a half set is empty."""
         from cryoscape.reconstruct import gold_standard
+        from cryoscape.reconstruct.wiener import box_support
         from cryoscape.validate.fsc import fsc
 
         if np.any(self.counts < 1):
             return None
         s = self._bp.sums()
         gs = gold_standard((s.numerator[0], s.numerator[1]), (s.weights[0], s.weights[1]), s.box,
-                           s.oversampling, fsc)
+                           s.oversampling, fsc, support=box_support(s.box, float(self.particles.apix)))
         return gs.full

@@ -37,6 +37,7 @@ __all__ = [
     "ifftn_c",
     "rfftn_c",
     "irfftn_c",
+    "scale_shells",
 ]
 
 
@@ -190,3 +191,22 @@ def irfftn_c(X: torch.Tensor, ndim: int, D: int, norm: str | None = None) -> tor
         X = torch.fft.ifftshift(X, dim=dims[:-1])
     x = torch.fft.irfftn(X, s=[D] * ndim, dim=dims, norm=norm)
     return torch.fft.fftshift(x, dim=dims)
+
+
+def scale_shells(vol: torch.Tensor | np.ndarray, weights: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``vol [..., D, D, D]`` (real) with the Fourier coefficients of shell ``s`` multiplied by ``weights[s]``.
+
+    Shells as in :func:`radial_shell_index`; the grid's corners beyond the last
+    entry (``|k| > D/2`` for ``D//2 + 1`` weights) take the last weight, so nothing
+    is cut by radius. Computed with real FFTs in the input's precision; returns a
+    real tensor of the input's shape and dtype.
+    """
+    x = _as_tensor(vol)
+    D = int(x.shape[-1])
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float64) if not isinstance(weights, torch.Tensor) else weights)
+    w = w.to(device=x.device, dtype=x.dtype).reshape(-1)
+    shells = radial_shell_index(D, 3, rfft=True, device=x.device).clamp(max=w.numel() - 1)
+    X = torch.fft.rfftn(x, dim=(-3, -2, -1))
+    # rfftn of the uncentred volume: the same |k| per coefficient as the centred layout after ifftshift
+    X = X * torch.fft.ifftshift(w[shells], dim=(0, 1))
+    return torch.fft.irfftn(X, s=(D, D, D), dim=(-3, -2, -1))

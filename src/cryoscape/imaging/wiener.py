@@ -22,7 +22,7 @@ import torch
 from ._grid import padded_size
 from .projector import grid_correction
 
-__all__ = ["HalfShells", "half_shells", "wiener_volume"]
+__all__ = ["HalfShells", "half_shells", "wiener_volume", "shell_gain"]
 
 
 @dataclass(frozen=True)
@@ -104,14 +104,39 @@ def _regulariser_per_voxel(regulariser, g: HalfShells, dtype: torch.dtype,
     return tab[idx][g.shell]
 
 
+def shell_gain(den: torch.Tensor, regulariser, D: int, oversampling: float = 2.0) -> torch.Tensor:
+    """Mean Wiener gain ``⟨W / (W + λ)⟩`` of each shell ``0 .. D//2`` over the padded-grid voxels inside
+    the Nyquist sphere, ``(D//2 + 1,)`` float64 (1 where a shell has no weight at all).
+
+    ``den`` (``W``) and ``regulariser`` (``λ``) as in :func:`wiener_volume`. It is the factor by which the
+    regularised division shrinks a shell on average: ``SSNR / (1 + SSNR)`` for weights uniform in the shell.
+    """
+    N = padded_size(D, oversampling)
+    g = half_shells(D, oversampling, den.device)
+    w = _half_slab(den, N).double()
+    lam = _regulariser_per_voxel(regulariser, g, torch.float64, den.device)
+    ratio = torch.where(w + lam > 0, w / (w + lam).clamp(min=1e-300), torch.zeros_like(w))
+    sums = torch.zeros(D // 2 + 1, dtype=torch.float64, device=den.device)
+    sums.index_add_(0, g.shell[g.inside], (ratio * g.plane_weight)[g.inside])
+    gain = sums / g.counts.clamp(min=1e-300)
+    return torch.where(gain > 0, gain, torch.ones_like(gain))
+
+
 def wiener_volume(num: torch.Tensor, den: torch.Tensor, regulariser, D: int,
-                  oversampling: float = 2.0) -> torch.Tensor:
+                  oversampling: float = 2.0, shell_factor=None) -> torch.Tensor:
     """Real-space volume from completed backprojection accumulators.
 
     ``V̂ = num / (den + regulariser)`` on the padded grid (zero where the
     denominator vanishes and outside the Nyquist sphere ``|q| > D/2``), inverse
     FFT (real, over the ``kx >= 0`` half), crop to the central ``D³`` voxels,
     divide by :func:`~.projector.grid_correction`.
+
+    ``shell_factor`` ``(D//2 + 1,)`` multiplies each shell after the division (e.g.
+    ``1 / shell_gain`` leaves only the weighting of a shell's voxels against each
+    other, well measured ones counting more, and not the shell's overall level).
+    The crop to the ``D³`` box mixes neighbouring shells, so a shell level that
+    changes steeply with radius leaks into the weak shells; a steep filter belongs
+    after the crop (:func:`cryoscape.geometry.fourier.scale_shells`).
 
     Accumulators from :func:`~cryoscape.imaging.forward.backproject_images` (after
     :func:`~.projector.complete_channels`) give the least biased result; see
@@ -125,6 +150,7 @@ def wiener_volume(num: torch.Tensor, den: torch.Tensor, regulariser, D: int,
             unpadded ``D`` grid, ``S = D//2 + 1`` typical); shells ``>= S`` use the
             last. In the units of ``den``.
         D: output box; oversampling: as used for the accumulators.
+        shell_factor: per-shell multipliers on the padded grid (see above), or None.
     Returns:
         real ``[D, D, D]`` (z, y, x) in the real dtype of ``num / den``, on ``den``'s device.
     """
@@ -134,6 +160,10 @@ def wiener_volume(num: torch.Tensor, den: torch.Tensor, regulariser, D: int,
     total.add_(_half_slab(den, N))
     half = _half_slab(num, N) / total
     half.masked_fill_(g.outside | (total == 0), 0)
+    if shell_factor is not None:
+        f = torch.as_tensor(np.asarray(shell_factor, dtype=np.float64) if not isinstance(shell_factor, torch.Tensor)
+                            else shell_factor).to(device=den.device, dtype=total.dtype).reshape(-1)
+        half = half * f[g.shell.clamp(max=f.numel() - 1)]
     vol = torch.fft.irfftn(torch.fft.ifftshift(half, dim=(0, 1)), s=(N, N, N))  # origin at index 0
     crop = torch.remainder(torch.arange(D, device=vol.device) - D // 2, N)
     vol = vol.index_select(0, crop).index_select(1, crop).index_select(2, crop)

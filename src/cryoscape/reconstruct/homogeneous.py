@@ -36,7 +36,8 @@ class Reconstruction:
     corrected masked FSC; resolution_A / resolution_masked_A: where they cross
     0.143; shell_frequencies: cycles/Å per shell; n_particles: particles used
     (n_half: per half set; n_skipped: left out for NaN/Inf pixels); ssnr: the full-map SSNR per shell used for the
-    Wiener filter; mask: the real-space mask of the masked FSC.
+    Wiener filter; mask: the real-space mask of the masked FSC; filter: the filter applied
+    (``wiener``, ``fsc`` or ``none``) with its per-shell weights of the half maps and the full map.
     """
 
     volume: np.ndarray
@@ -53,6 +54,9 @@ class Reconstruction:
     n_skipped: int = 0
     ssnr: np.ndarray | None = None
     mask: np.ndarray | None = None
+    filter: str = "wiener"
+    filter_weights_half: np.ndarray | None = None
+    filter_weights_full: np.ndarray | None = None
 
     @property
     def box(self) -> int:
@@ -79,7 +83,16 @@ class Reconstruction:
         write_fsc_table(paths["fsc_json"], curves, self.box, self.apix, force=force)
         labels = {"half maps, unmasked": self.fsc, "half maps, masked (corrected)": self.fsc_masked}
         save_fsc_plot(paths["fsc_png"], labels, self.box, self.apix, thresholds=(FSC_THRESHOLD, 0.5), force=force)
+        write_fsc_table(paths["filter_txt"], self.filter_table(), self.box, self.apix, force=force)
         return paths
+
+    def filter_table(self) -> dict[str, np.ndarray]:
+        """The filter's per-shell weights (half maps, full map) and the full map's SSNR, for ``OUT_filter.txt``."""
+        ones = np.ones(self.box // 2 + 1)
+        pick = lambda w: ones if w is None else np.asarray(w, dtype=np.float64)
+        ssnr = ones * np.nan if self.ssnr is None else np.asarray(self.ssnr, dtype=np.float64)
+        return {f"{self.filter}_weight_half": pick(self.filter_weights_half),
+                f"{self.filter}_weight_full": pick(self.filter_weights_full), "ssnr_full": ssnr}
 
 
 def reconstruct(
@@ -94,15 +107,26 @@ def reconstruct(
     n_iterations: int = 1,
     particle_weights: np.ndarray | None = None,
     skip_bad: bool = False,
+    filter: str = "wiener",
+    particle_diameter_A: float | None = None,
+    lowpass_A: float | None = None,
 ) -> Reconstruction:
     """Reconstruct one map from particles with known poses (and CTF, when present).
 
     1. Stream the images once (:func:`backproject`) into two half-set
        accumulators (``particles.half_set``, e.g. ``_rlnRandomSubset``; random
        halves from ``seed`` where unknown).
-    2. Wiener-filter the halves and the full map with ``λ(k)`` from the
-       half-map SSNR (:func:`cryoscape.reconstruct.wiener.gold_standard`,
-       ``n_iterations`` SSNR updates).
+    2. Divide with ``λ(k)`` from the half-map SSNR at unit gain per shell, then
+       weight the shells of the halves and the full map by ``filter``
+       (:func:`cryoscape.reconstruct.wiener.gold_standard`, ``n_iterations`` SSNR
+       updates): ``"wiener"`` (default) the mean Wiener gain, the map closest to
+       the truth in mean square; ``"fsc"`` the expected FSC against the truth
+       (``√(2FSC/(1+FSC))``); ``"none"`` the nearly unregularised inverse, unweighted.
+       Every map is multiplied by a soft sphere of ``particle_diameter_A`` Å
+       (default: the box width; 0: none) before the FSC and the filter
+       (:func:`cryoscape.reconstruct.wiener.box_support`). ``lowpass_A`` cuts the
+       full map beyond that resolution (raised-cosine edge one shell wide); nothing
+       is cut by radius otherwise.
     3. FSC between the filtered halves, its 0.143 resolution, and the masked
        FSC corrected by phase randomisation (``mask``: ``None`` for a soft
        sphere, an array or an MRC path).
@@ -113,8 +137,11 @@ def reconstruct(
     from cryoscape.reconstruct.wiener import gold_standard
     from cryoscape.validate.fsc import corrected_masked_fsc, fsc
 
-    mask_arr = check_reconstruction_inputs(particles, mask, particle_weights, seed)
+    from cryoscape.reconstruct.wiener import box_support
+
+    mask_arr = check_reconstruction_inputs(particles, mask, particle_weights, seed, filter)
     box = int(particles.box)
+    _check_lengths(particle_diameter_A, lowpass_A, box, float(particles.apix))
     sums = backproject(
         particles,
         particle_weights=particle_weights,
@@ -135,9 +162,37 @@ def reconstruct(
         oversampling,
         fsc,
         n_iterations=n_iterations,
+        filter=filter,
+        support=box_support(box, float(particles.apix), particle_diameter_A),
     )
+    if lowpass_A is not None:
+        gs = lowpass_full_map(gs, box, float(particles.apix), lowpass_A)
     masked = corrected_masked_fsc(gs.half_a, gs.half_b, mask_arr, rng=np.random.default_rng(seed))
     return _result(gs, np.asarray(masked.corrected, dtype=np.float64), sums, float(particles.apix), mask_arr)
+
+
+def _check_lengths(particle_diameter_A: float | None, lowpass_A: float | None, box: int, apix: float) -> None:
+    """One-line errors for a negative particle diameter or a low-pass finer than Nyquist."""
+    if particle_diameter_A is not None and particle_diameter_A < 0:
+        raise InputError(f"--particle-diameter {particle_diameter_A} Å must be 0 (no support) or positive")
+    if lowpass_A is not None and not lowpass_A >= 2 * apix:
+        raise InputError(f"--lowpass {lowpass_A} Å is finer than Nyquist ({2 * apix:.3g} Å at {apix:.4g} Å/px); "
+                         "give a longer length or leave it out")
+
+
+def lowpass_full_map(gs: Any, box: int, apix: float, lowpass_A: float) -> Any:
+    """``gs`` with its full map cut beyond ``lowpass_A`` Å: shell weights 1 up to that shell, a raised
+    cosine over the next shell, 0 beyond (the weights are folded into ``gs.weights_full``)."""
+    from dataclasses import replace
+
+    from cryoscape.geometry.fourier import scale_shells
+
+    s = np.arange(box // 2 + 1, dtype=np.float64)
+    edge = np.clip(s - box * apix / lowpass_A, 0.0, 1.0)
+    cut = 0.5 * (1.0 + np.cos(np.pi * edge))
+    full = scale_shells(torch.as_tensor(gs.full), torch.as_tensor(cut)).numpy().astype(np.float32)
+    weights = cut if gs.weights_full is None else np.asarray(gs.weights_full) * cut
+    return replace(gs, full=full, weights_full=weights)
 
 
 def _name(particles: Any) -> str:
@@ -145,13 +200,18 @@ def _name(particles: Any) -> str:
 
 
 def check_reconstruction_inputs(particles: Any, mask: str | Path | np.ndarray | None = None,
-                                particle_weights: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+                                particle_weights: np.ndarray | None = None, seed: int = 0,
+                                filter: str = "wiener") -> np.ndarray:
     """Check everything :func:`reconstruct` needs before any image is read; return the mask ``[D, D, D]``.
 
     Raises :class:`~cryoscape.errors.InputError` for particles without poses, an
     unknown or mixed box or pixel size, missing image stacks, a mask of another
     box or voxel size, bad particle weights, or a half set with no particle.
     """
+    from cryoscape.reconstruct.wiener import FILTERS
+
+    if filter not in FILTERS:
+        raise InputError(f"--filter {filter!r} is not one of {', '.join(FILTERS)}")
     particles.require_poses("reconstruction")
     box, apix = int(particles.box), float(particles.apix)
     mask_arr = load_mask(mask, box, apix)
@@ -185,4 +245,7 @@ def _result(gs: Any, fsc_masked: np.ndarray, sums: Any, apix: float, mask_arr: n
         n_skipped=int(sums.n_skipped),
         ssnr=gs.ssnr_full,
         mask=mask_arr,
+        filter=gs.filter,
+        filter_weights_half=gs.weights_half,
+        filter_weights_full=gs.weights_full,
     )

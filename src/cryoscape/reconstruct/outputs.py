@@ -11,7 +11,8 @@ def output_paths(out_path: str | Path) -> dict[str, Path]:
     """Files written by :meth:`Reconstruction.save` for ``out_path`` (``consensus.mrc``).
 
     ``volume`` ``consensus.mrc``, ``half1``/``half2`` ``consensus_half{1,2}.mrc``,
-    ``fsc_txt``/``fsc_json``/``fsc_png`` ``consensus_fsc.{txt,json,png}``.
+    ``fsc_txt``/``fsc_json``/``fsc_png`` ``consensus_fsc.{txt,json,png}``, ``filter_txt``
+    ``consensus_filter.txt`` (the filter's per-shell weights).
     """
     p = Path(out_path)
     stem = p.with_suffix("") if p.suffix.lower() in (".mrc", ".map") else p
@@ -24,6 +25,7 @@ def output_paths(out_path: str | Path) -> dict[str, Path]:
         "fsc_txt": folder / f"{base}_fsc.txt",
         "fsc_json": folder / f"{base}_fsc.json",
         "fsc_png": folder / f"{base}_fsc.png",
+        "filter_txt": folder / f"{base}_filter.txt",
     }
 
 

@@ -18,11 +18,23 @@ and ``SSNR_full = 2 FSC / (1 − FSC)`` (its FSC against a perfect reference is
 
 :func:`gold_standard` iterates: halves reconstructed with a tiny regulariser
 (``λ = 10⁻³ ⟨W⟩_k``) give a first FSC; the SSNR from it sets ``λ(k)`` for each
-half; the FSC between these Wiener-filtered halves is the reported
-gold-standard FSC, and its full-data SSNR sets ``λ(k)`` of the full map.
-Further rounds (``n_iterations > 1``) re-estimate the SSNR from the filtered
-halves; on simulated data they change the 0.143 resolution by about 1 % and
-the map error by less than 0.1 %, so one round is the default.
+half; the FSC between these halves is the reported gold-standard FSC, and its
+full-data SSNR sets ``λ(k)`` of the full map. Further rounds (``n_iterations > 1``)
+re-estimate the SSNR from the filtered halves.
+
+Where the filter goes. The division happens on the oversampled grid, and the
+volume is then cropped to the ``D³`` box and multiplied by a soft spherical
+support (:func:`box_support`); both are real-space windows, so each output shell
+mixes its neighbours. A filter whose level drops steeply with radius (the Wiener
+gain where the SSNR falls to its floor) applied before them lets the strong
+lower shells leak into the weak ones and swamp what the data hold there (FSC
+against the truth falls to 0 beyond where the half-map FSC nears 0). So the
+division is done at unit gain per shell (``λ`` only weighs the voxels of a shell
+against each other: the MAP weighting, well measured voxels counting more), and
+the filter's per-shell weights (:func:`filter_weights`) multiply the shells of
+the finished ``D³`` map, where a per-shell scale cannot change any FSC. The
+support removes the noise of the box corners (half the box's volume), which
+nothing in the particle occupies.
 
 Volumes come from the regularised transform on the oversampled grid by
 :func:`cryoscape.imaging.wiener.wiener_volume` (inverse real FFT of its
@@ -38,8 +50,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from cryoscape.geometry.fourier import scale_shells
 from cryoscape.imaging._grid import padded_size
-from cryoscape.imaging.wiener import half_shells
+from cryoscape.imaging.wiener import half_shells, shell_gain
 from cryoscape.imaging.wiener import wiener_volume as imaging_wiener_volume
 
 __all__ = [
@@ -48,9 +61,15 @@ __all__ = [
     "ssnr_from_fsc",
     "regulariser_from_ssnr",
     "wiener_volume",
+    "FILTERS",
+    "filter_weights",
+    "box_support",
     "GoldStandard",
     "gold_standard",
 ]
+
+#: The filters of a reconstruction: the Wiener (MAP) estimate, the FSC weighting, or none.
+FILTERS = ("wiener", "fsc", "none")
 
 #: Smallest SSNR used for a shell (FSC <= 0 gives this: the shell is all but zeroed).
 MIN_SSNR = 1e-4
@@ -112,6 +131,8 @@ def wiener_volume(
     regulariser: torch.Tensor | np.ndarray,
     box: int,
     oversampling: int,
+    shell_weights: np.ndarray | None = None,
+    support: np.ndarray | None = None,
 ) -> np.ndarray:
     """``V = F⁻¹[N / (W + λ(k))]`` cropped to ``[D, D, D]`` and gridding-corrected, float32 numpy.
 
@@ -121,9 +142,58 @@ def wiener_volume(
     ``(D//2+1,)`` in the units of the weights. Frequencies beyond Nyquist
     (``|k| > D/2``) are set to 0. Computed by
     :func:`cryoscape.imaging.wiener.wiener_volume` in float32.
+
+    With ``shell_weights`` ``(D//2+1,)`` the division is done at unit gain per shell,
+    the volume is multiplied by the real-space ``support`` ``[D, D, D]`` (if given)
+    and then each shell by its weight (see the module docstring: a filter applied
+    last cannot leak into other shells through the crop or the support).
     """
-    vol = imaging_wiener_volume(numerator, weights.to(torch.float32), regulariser, box, oversampling)
+    w = weights.to(torch.float32)
+    if shell_weights is None and support is None:
+        return imaging_wiener_volume(numerator, w, regulariser, box, oversampling).to(torch.float32).cpu().numpy()
+    gain = shell_gain(w, regulariser, box, oversampling)
+    vol = imaging_wiener_volume(numerator, w, regulariser, box, oversampling, shell_factor=1.0 / gain)
+    if support is not None:
+        vol = vol * torch.as_tensor(np.asarray(support), dtype=vol.dtype, device=vol.device)
+    if shell_weights is not None:
+        vol = scale_shells(vol, torch.as_tensor(np.asarray(shell_weights, dtype=np.float64)))
     return vol.to(torch.float32).cpu().numpy()
+
+
+def box_support(box: int, apix: float, diameter_A: float | None = None) -> np.ndarray | None:
+    """The soft spherical support ``[D, D, D]`` float32 of a reconstruction, or None (``diameter_A`` 0).
+
+    Diameter ``diameter_A`` Å (default and at most the box width ``D · apix``); the raised-cosine edge
+    of ``max(3, D/16)`` px lies inside the diameter, so the support is 0 at the box faces.
+    """
+    from cryoscape.geometry.masks import soft_sphere_mask
+
+    if diameter_A is not None and diameter_A <= 0:
+        return None
+    edge = max(3.0, box / 16.0)
+    radius_px = min(box * apix if diameter_A is None else float(diameter_A), box * apix) / (2.0 * apix)
+    return soft_sphere_mask(int(box), max(radius_px - edge, 0.0), edge).numpy()
+
+
+def filter_weights(kind: str, ssnr: np.ndarray, gain: np.ndarray | None = None, full: bool = False) -> np.ndarray:
+    """Per-shell weights ``(D//2+1,)`` float64 of the filter ``kind`` (see :data:`FILTERS`).
+
+    ``"wiener"``: the mean Wiener gain ``gain`` of each shell (``SSNR / (1 + SSNR)`` where the
+    weights are even); ``"fsc"``: the map's expected FSC against the truth, ``√FSC`` for a half
+    map and ``√(2 FSC / (1 + FSC))`` for the full map (``full``), with ``FSC = SSNR_half / (1 +
+    SSNR_half)``; ``"none"``: ones. ``ssnr`` is the SSNR of the map being filtered (half or full),
+    floored at :data:`MIN_SSNR`, so no weight is 0 and no shell is cut.
+    """
+    s = np.maximum(np.asarray(ssnr, dtype=np.float64), MIN_SSNR)
+    if kind == "none":
+        return np.ones_like(s)
+    if kind == "wiener":
+        return np.asarray(gain, dtype=np.float64) if gain is not None else s / (1.0 + s)
+    if kind == "fsc":
+        half = s / 2.0 if full else s
+        f = half / (1.0 + half)
+        return np.sqrt(2.0 * f / (1.0 + f)) if full else np.sqrt(f)
+    raise ValueError(f"unknown filter {kind!r}; choose from {', '.join(FILTERS)}")
 
 
 @dataclass
@@ -131,9 +201,10 @@ class GoldStandard:
     """Maps and curves from :func:`gold_standard`.
 
     half_a, half_b, full: ``[D, D, D]`` float32 volumes; fsc: half-map FSC
-    ``(D//2+1,)`` between the final (Wiener-filtered) halves; ssnr_half and
-    ssnr_full: the SSNR used for the last regularisation; fsc_history: the
-    FSC after each pass (first: nearly unregularised halves).
+    ``(D//2+1,)`` between the final halves; ssnr_half and ssnr_full: the SSNR
+    used for the last regularisation; fsc_history: the FSC after each pass
+    (first: nearly unregularised halves); filter: the filter applied
+    (:data:`FILTERS`), with its per-shell weights of the half maps and of the full map.
     """
 
     half_a: np.ndarray
@@ -143,6 +214,18 @@ class GoldStandard:
     ssnr_half: np.ndarray
     ssnr_full: np.ndarray
     fsc_history: list[np.ndarray]
+    filter: str = "wiener"
+    weights_half: np.ndarray | None = None
+    weights_full: np.ndarray | None = None
+
+
+def _filtered(num: torch.Tensor, den: torch.Tensor, lam: torch.Tensor, kind: str, ssnr: np.ndarray,
+              box: int, oversampling: int, full: bool, support: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The map at unit gain per shell with ``λ``, times ``support``, then weighted by the filter ``kind``;
+    and those weights."""
+    gain = shell_gain(den.to(torch.float32), lam, box, oversampling).cpu().numpy()
+    w = filter_weights(kind, ssnr, gain, full)
+    return wiener_volume(num, den, lam, box, oversampling, shell_weights=w, support=support), w
 
 
 def gold_standard(
@@ -153,28 +236,45 @@ def gold_standard(
     fsc_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
     n_iterations: int = 1,
     initial_fraction: float = 1e-3,
+    filter: str = "wiener",
+    support: np.ndarray | None = None,
 ) -> GoldStandard:
     """Half maps and full map with ``λ(k)`` from the half-map SSNR (see the module docstring).
 
     numerators/weights: the two half sets' sums ``[M, M, M]``; fsc_fn(a, b)
     returns the FSC ``(D//2+1,)`` of two ``[D, D, D]`` maps; n_iterations ≥ 1
-    SSNR-regularised passes after the first, nearly unregularised one.
+    SSNR-regularised passes after the first, nearly unregularised one; filter:
+    ``"wiener"``, ``"fsc"`` or ``"none"`` (:data:`FILTERS`). The per-voxel weighting
+    within a shell is the same for ``wiener`` and ``fsc`` (so are the FSC curves);
+    ``none`` keeps the nearly unregularised inverse. support: real-space ``[D, D, D]``
+    multiplying every map before the FSC and the filter (e.g. :func:`box_support`), or None.
     """
+    if filter not in FILTERS:
+        raise ValueError(f"unknown filter {filter!r}; choose from {', '.join(FILTERS)}")
     (na, nb), (wa, wb) = numerators, weights
     mean_a = shell_mean_weight(wa, box, oversampling)
     mean_b = shell_mean_weight(wb, box, oversampling)
-    half_a = wiener_volume(na, wa, _floor(initial_fraction * mean_a), box, oversampling)
-    half_b = wiener_volume(nb, wb, _floor(initial_fraction * mean_b), box, oversampling)
+    lam_a, lam_b = _floor(initial_fraction * mean_a), _floor(initial_fraction * mean_b)
+    half_a = wiener_volume(na, wa, lam_a, box, oversampling, support=support)
+    half_b = wiener_volume(nb, wb, lam_b, box, oversampling, support=support)
     fsc = np.asarray(fsc_fn(half_a, half_b), dtype=np.float64)
     history = [fsc]
     ssnr_half = ssnr_from_fsc(fsc)
+    if filter == "none":
+        ssnr_full = ssnr_from_fsc(fsc, full=True)
+        lam = _floor(initial_fraction * (mean_a + mean_b))
+        full = wiener_volume(na + nb, wa + wb, lam, box, oversampling, support=support)
+        ones = np.ones(box // 2 + 1)
+        return GoldStandard(half_a, half_b, full, fsc, ssnr_half, ssnr_full, history, filter, ones, ones)
     for _ in range(max(1, int(n_iterations))):
         ssnr_half = ssnr_from_fsc(fsc)
-        half_a = wiener_volume(na, wa, regulariser_from_ssnr(mean_a, ssnr_half), box, oversampling)
-        half_b = wiener_volume(nb, wb, regulariser_from_ssnr(mean_b, ssnr_half), box, oversampling)
+        lam_a, lam_b = regulariser_from_ssnr(mean_a, ssnr_half), regulariser_from_ssnr(mean_b, ssnr_half)
+        half_a, w_half = _filtered(na, wa, lam_a, filter, ssnr_half, box, oversampling, False, support)
+        half_b, _ = _filtered(nb, wb, lam_b, filter, ssnr_half, box, oversampling, False, support)
         fsc = np.asarray(fsc_fn(half_a, half_b), dtype=np.float64)
         history.append(fsc)
     ssnr_full = ssnr_from_fsc(fsc, full=True)
     # the sums are additive: full-map weights and their shell means are those of the halves summed
-    full = wiener_volume(na + nb, wa + wb, regulariser_from_ssnr(mean_a + mean_b, ssnr_full), box, oversampling)
-    return GoldStandard(half_a, half_b, full, fsc, ssnr_half, ssnr_full, history)
+    lam = regulariser_from_ssnr(mean_a + mean_b, ssnr_full)
+    full, w_full = _filtered(na + nb, wa + wb, lam, filter, ssnr_full, box, oversampling, True, support)
+    return GoldStandard(half_a, half_b, full, fsc, ssnr_half, ssnr_full, history, filter, w_half, w_full)

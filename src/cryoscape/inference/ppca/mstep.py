@@ -105,16 +105,18 @@ class MStepAccumulator:
         diag = [2 * K1 + self.pairs.index((p, p)) for p in range(K1)]
         means = self._shell_means(diag)  # [K1, D//2 + 1]; row 0: the mean's weight channel
         n_sh = means.shape[1]
-        lam = [regulariser_from_ssnr(means[0], np.full(n_sh, 1.0 / ridge))] * K1
+        ridge_lam = regulariser_from_ssnr(means[0], np.full(n_sh, 1.0 / ridge)).to(torch.float64)
+        lam_t = ridge_lam.expand(K1, n_sh)  # [K1, n_sh]
         if ssnr is not None:
-            lam = [lam[0] + regulariser_from_ssnr(means[p], np.asarray(ssnr[p])) for p in range(K1)]
-        lam_t = torch.stack(lam).to(torch.float64)  # [K1, n_sh]
+            wiener = torch.stack([regulariser_from_ssnr(means[p], np.asarray(ssnr[p])) for p in range(K1)])
+            lam_t = lam_t + wiener.to(torch.float64)
         shell, radius = self._shells(self.acc.device)
         keep = radius <= self.D / 2
         if resolution_limit_A is not None:
             keep &= radius / (self.D * apix) <= 1.0 / resolution_limit_A
         cdtype = torch.complex128 if self.acc.dtype == torch.float64 else torch.complex64
         out = torch.zeros(K1, N, N, h + 1, dtype=cdtype, device=self.acc.device)
+        gain = _GainSums(self.D, self.oversampling, K1, self.acc.device) if ssnr is not None else None
         for z0, z1 in self._plane_chunks():
             half = self._completed_planes(z0, z1)  # [C, dz, N, h + 1]
             A = torch.zeros(*half.shape[1:], K1, K1, dtype=torch.float64, device=half.device)
@@ -122,11 +124,22 @@ class MStepAccumulator:
                 A[..., p, q] = half[2 * K1 + c]
                 A[..., q, p] = half[2 * K1 + c]
             sh = shell[z0:z1].clamp(max=n_sh - 1)
-            A += torch.diag_embed(lam_t[:, sh].permute(1, 2, 3, 0))
+            reg = lam_t[:, sh]  # [K1, dz, N, h + 1]
+            if gain is not None:  # the Wiener term's gain over the ridge solve
+                base = torch.stack([half[i] for i in diag]).double() + ridge_lam[sh]
+                gain.add(z0, z1, base, reg - ridge_lam[sh])
+            A += torch.diag_embed(reg.permute(1, 2, 3, 0))
             rhs = half[: 2 * K1].double().permute(1, 2, 3, 0).reshape(*half.shape[1:], K1, 2)
             X = torch.linalg.solve(A, rhs) * keep[z0:z1, ..., None, None]  # [dz, N, h+1, K1, 2]
             out[:, z0:z1] = torch.complex(X[..., 0], X[..., 1]).permute(3, 0, 1, 2).to(cdtype)
-        vols = [self._to_real(out[p]) for p in range(K1)]
+        if gain is None:
+            vols = [self._to_real(out[p]) for p in range(K1)]
+        else:  # the Wiener level of each channel goes on after the crop (see reconstruct.wiener)
+            from cryoscape.geometry.fourier import scale_shells
+
+            g = gain.means()  # [K1, n_sh]
+            vols = [scale_shells(self._to_real(out[p] / g[p][shell.clamp(max=n_sh - 1)].to(out.real.dtype)), g[p])
+                    for p in range(K1)]
         return vols[0], torch.stack(vols[1:]) if self.latent_dim else vols[0].new_zeros(0, *vols[0].shape)
 
     def _signs(self) -> torch.Tensor:
@@ -189,3 +202,28 @@ class MStepAccumulator:
         ones = torch.ones(M, M, M, dtype=slab.real.dtype, device=slab.device)
         vol = wiener_volume(full, ones, 0.0, self.D, self.oversampling)
         return vol.to(self.acc.dtype)
+
+
+class _GainSums:
+    """Shell means of each channel's Wiener gain ``B_p / (B_p + λ_p)`` over the voxels inside Nyquist
+    (``B_p`` the channel's weight plus the ridge),
+    summed plane chunk by plane chunk (the per-channel analogue of :func:`cryoscape.imaging.wiener.shell_gain`)."""
+
+    def __init__(self, D: int, oversampling: float, channels: int, device) -> None:
+        from cryoscape.imaging.wiener import half_shells
+
+        self.g = half_shells(D, oversampling, device)
+        self.sums = torch.zeros(channels, D // 2 + 1, dtype=torch.float64, device=device)
+
+    def add(self, z0: int, z1: int, weights: torch.Tensor, reg: torch.Tensor) -> None:
+        """Planes ``z0:z1``: ``weights`` and ``reg`` ``[channels, dz, N, N/2 + 1]``."""
+        ratio = weights / (weights + reg).clamp(min=1e-300) * self.g.plane_weight
+        inside = self.g.inside[z0:z1]
+        idx = self.g.shell[z0:z1][inside]
+        for c in range(ratio.shape[0]):
+            self.sums[c].index_add_(0, idx, ratio[c][inside])
+
+    def means(self) -> torch.Tensor:
+        """``[channels, D//2 + 1]`` float64; 1 where a shell has no weight."""
+        m = self.sums / self.g.counts.clamp(min=1e-300)
+        return torch.where(m > 0, m, torch.ones_like(m))
