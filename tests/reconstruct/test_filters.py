@@ -120,6 +120,9 @@ def test_cli_filter_lowpass_and_their_checks(noisy, tmp_path, capsys) -> None:
     table = np.loadtxt(tmp_path / "map_filter.txt", delimiter=",", skiprows=1)
     cut = int(np.ceil(D * APIX / 12.0)) + 1
     assert np.all(table[cut:, 4] == 0) and np.all(table[:cut - 1, 4] > 0)
+    assert main(["reconstruct", star, "-o", str(tmp_path / "ov1.mrc"), "--oversampling", "1", "--filter", "none",
+                 "--particle-diameter", "0", "--no-progress"]) == 0
+    assert np.all(np.loadtxt(tmp_path / "ov1_filter.txt", delimiter=",", skiprows=1)[:, 3:5] == 1)
     capsys.readouterr()
     assert main(["reconstruct", star, "-o", str(tmp_path / "b.mrc"), "--lowpass", "4"]) == 2
     error_before_any_progress(capsys, "--lowpass 4", "Nyquist")
