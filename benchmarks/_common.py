@@ -173,6 +173,15 @@ def simulate_cached(
     return info
 
 
+def read_map(path: str | Path) -> tuple[Any, float]:
+    """A map written by any program as float64 ``[D, D, D]`` and its voxel size (Å), read permissively."""
+    import mrcfile
+    import numpy as np
+
+    with mrcfile.open(path, permissive=True) as m:
+        return np.asarray(m.data, dtype=np.float64).copy(), float(m.voxel_size.x)
+
+
 def ground_truth(truth_path: str | Path, conformation: int = 0):
     """Ground-truth volume ``[D,D,D]`` float32 and apix (Å) of one conformation of a simulation."""
     from cryoscape.simulate import ground_truth_volume

@@ -54,13 +54,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def read_map(path: str | Path) -> np.ndarray:
-    from cryoscape.io.mrc import read_mrc
-
-    vol, _ = read_mrc(path)
-    return np.asarray(vol, dtype=np.float64)
-
-
 def run_ours(star: Path, work: Path, threads: int) -> dict[str, Any]:
     """``cryoscape reconstruct`` as a user runs it, timed process to process."""
     out = work / "cryoscape" / "map.mrc"
@@ -98,13 +91,13 @@ def fidelity_case(snr: float, args: argparse.Namespace) -> dict[str, Any]:
     ours = run_ours(star, work, args.threads)
     case: dict[str, Any] = {"snr": snr, "dataset": data,
                             "cryoscape": {"cmd": ours["cmd"], "wall_s": ours["wall_s"],
-                                          **curves(read_map(ours["volume"]), truth)}}
+                                          **curves(C.read_map(ours["volume"])[0], truth)}}
     try:
         theirs = run_cryodrgn(star, work, args.cryodrgn_venv, args.threads)
     except (RuntimeError, FileNotFoundError) as exc:
         case["cryodrgn"] = {"error": str(exc)}
         return case
-    case["cryodrgn"] = {"cmd": theirs["cmd"], "wall_s": theirs["wall_s"], **curves(read_map(theirs["volume"]), truth)}
+    case["cryodrgn"] = {"cmd": theirs["cmd"], "wall_s": theirs["wall_s"], **curves(C.read_map(theirs["volume"])[0], truth)}
     a, b = np.asarray(case["cryoscape"]["fsc_vs_truth"]), np.asarray(case["cryodrgn"]["fsc_vs_truth"])
     case["auc_difference"] = case["cryoscape"]["auc"] - case["cryodrgn"]["auc"]
     case["worst_shell_difference"] = float((a[1:] - b[1:]).min())

@@ -74,13 +74,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # map comparison
 
 
-def read_map(path: str | Path) -> tuple[np.ndarray, float]:
-    import mrcfile
-
-    with mrcfile.open(path, permissive=True) as m:
-        return np.asarray(m.data, dtype=np.float64).copy(), float(m.voxel_size.x)
-
-
 def sphere(D: int, radius: float) -> np.ndarray:
     g = np.arange(D) - D // 2
     z, y, x = np.meshgrid(g, g, g, indexing="ij")
@@ -165,7 +158,7 @@ def run_case(name: str, n: int, snr: float, args: argparse.Namespace) -> dict[st
     from bench_reconstruct import run_cryoscape
 
     ours = run_cryoscape(star, work, args_for_child(args))
-    vol_ours, apix_ours = read_map(ours["inner_output"])
+    vol_ours, apix_ours = C.read_map(ours["inner_output"])
     case["cryoscape"] = {"wall_s": ours["wall_s"], "apix_header": apix_ours, **compare(vol_ours, truth, apix_truth)}
 
     # cryoDRGN, default settings (data inverted: right for RELION-extracted particles)
@@ -173,7 +166,7 @@ def run_case(name: str, n: int, snr: float, args: argparse.Namespace) -> dict[st
     dwork = work / "cryodrgn"
     pk = C.cryodrgn_parse(venv, star, dwork, args.threads)
     bp = C.cryodrgn_backproject(venv, star, pk, dwork, args.threads)
-    vol_drgn, apix_drgn = read_map(bp["volume"])
+    vol_drgn, apix_drgn = C.read_map(bp["volume"])
     case["cryodrgn"] = {"cmd": bp["cmd"], "wall_s": bp["wall_s"], "apix_header": apix_drgn,
                         **compare(vol_drgn, truth, apix_truth)}
     # real-space correlation is sensitive to how each program filters its map (cryoscape
@@ -191,7 +184,7 @@ def run_case(name: str, n: int, snr: float, args: argparse.Namespace) -> dict[st
 
     if name == "clean" and not args.no_uninvert_demo:
         bp2 = C.cryodrgn_backproject(venv, star, pk, dwork / "uninvert", args.threads, extra=["--uninvert-data"])
-        vol2, _ = read_map(bp2["volume"])
+        vol2, _ = C.read_map(bp2["volume"])
         case["cryodrgn_uninvert_data"] = {
             "cmd": bp2["cmd"],
             "correlation": correlation(vol2, truth, sphere(args.box, args.box / 2 - 1)),

@@ -60,3 +60,13 @@ def make_dataset(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     )
     star = write_star(tmp_path / "particles.star", optics, parts)
     return star, images, angles
+
+
+def two_state_adk(folder: Path, n_particles: int, seed: int) -> Path:
+    """A tiny simulated set of the two AdK end states (frames 0 and 97), box 16 at 8 Å/px, SNR 1, written to
+    ``folder``; returns its STAR path (for the fast gradient-fit tests)."""
+    from cryoscape.simulate import simulate_dataset
+
+    simulate_dataset("adk", n_particles=n_particles, box=16, apix=8.0, snr=1.0, conformations="0,97",
+                     out_dir=folder, progress=False, seed=seed)
+    return folder / "particles.star"

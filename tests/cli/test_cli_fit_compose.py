@@ -12,7 +12,7 @@ import yaml
 
 from cryoscape.cli.main import main
 from cryoscape.methods.registry import METHODS, pair_grid
-from cryoscape.simulate import simulate_dataset
+from _particle_data import two_state_adk
 from _helpers import one_line_error
 
 SMALL = ["--set", "dec_hidden=16", "--set", "enc_hidden=16", "--set", "dec_layers=2", "--set", "enc_layers=2",
@@ -22,10 +22,7 @@ SMALL = ["--set", "dec_hidden=16", "--set", "enc_hidden=16", "--set", "dec_layer
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """48 particles of two AdK conformations, box 16."""
-    out = tmp_path_factory.mktemp("compose_tiny") / "sim"
-    simulate_dataset("adk", n_particles=48, box=16, apix=8.0, snr=1.0, conformations="0,97", out_dir=out,
-                     progress=False, seed=1)
-    return out / "particles.star"
+    return two_state_adk(tmp_path_factory.mktemp("compose_tiny") / "sim", 48, seed=1)
 
 
 def _compose(star: Path, out: Path, representation: str, inference: str, *extra: str) -> int:

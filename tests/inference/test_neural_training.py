@@ -18,6 +18,7 @@ from cryoscape.errors import InputError
 from cryoscape.inference.vae import ParticleBatches
 from cryoscape.simulate import simulate_dataset
 from _helpers import one_line_error
+from _particle_data import two_state_adk
 
 TINY = {"dec_hidden": 16, "enc_hidden": 16, "dec_layers": 2, "enc_layers": 2, "pe_dim": 4, "batch_size": 16}
 
@@ -25,10 +26,7 @@ TINY = {"dec_hidden": 16, "enc_hidden": 16, "dec_layers": 2, "enc_layers": 2, "p
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """48 particles of two AdK conformations, box 16."""
-    out = tmp_path_factory.mktemp("drgn_tiny") / "sim"
-    simulate_dataset("adk", n_particles=48, box=16, apix=8.0, snr=1.0, conformations="0,97", out_dir=out,
-                     progress=False, seed=1)
-    return out / "particles.star"
+    return two_state_adk(tmp_path_factory.mktemp("drgn_tiny") / "sim", 48, seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from _particle_data import two_state_adk
 from cryoscape.inference.batches import ParticleBatches, fit_points
 from cryoscape.inference.latent_model import LatentModel, batch_loss, kl_divergence
-from cryoscape.simulate import simulate_dataset
 
 DRAWS = 600
 
@@ -32,10 +32,7 @@ def test_kl_matches_torch_distributions_and_a_monte_carlo_estimate() -> None:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("elbo_tiny") / "sim"
-    simulate_dataset("adk", n_particles=16, box=16, apix=8.0, snr=1.0, conformations="0,97", out_dir=out,
-                     progress=False, seed=3)
-    return out / "particles.star"
+    return two_state_adk(tmp_path_factory.mktemp("elbo_tiny") / "sim", 16, seed=3)
 
 
 def _linear_model(star: Path, latent_dim: int = 2):

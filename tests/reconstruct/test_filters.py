@@ -126,6 +126,8 @@ def test_cli_filter_lowpass_and_their_checks(noisy, tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["reconstruct", star, "-o", str(tmp_path / "b.mrc"), "--lowpass", "4"]) == 2
     error_before_any_progress(capsys, "--lowpass 4", "Nyquist")
+    assert main(["reconstruct", star, "-o", str(tmp_path / "b.mrc"), "--lowpass", "-2"]) == 2
+    error_before_any_progress(capsys, "--lowpass -2")
     assert main(["reconstruct", star, "-o", str(tmp_path / "c.mrc"), "--particle-diameter", "-5"]) == 2
     error_before_any_progress(capsys, "--particle-diameter")
     assert not (tmp_path / "b.mrc").exists() and not (tmp_path / "c.mrc").exists()

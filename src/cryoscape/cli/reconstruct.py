@@ -76,10 +76,6 @@ def _check_args(args: argparse.Namespace) -> None:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1; got {args.batch_size}")
-    if args.particle_diameter is not None and args.particle_diameter < 0:
-        raise InputError(f"--particle-diameter {args.particle_diameter} Å must be 0 (no support) or positive")
-    if args.lowpass is not None and not args.lowpass > 0:
-        raise InputError(f"--lowpass {args.lowpass} must be a positive resolution in Å")
     if args.apix is not None and not args.apix > 0:
         raise InputError(f"--apix {args.apix} must be a positive pixel size in Å")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -101,7 +97,8 @@ def prepare(args: argparse.Namespace) -> Any:
     particles = ParticleSet.from_file(args.particles, datadir=args.datadir, apix=args.apix)
     particles.require_poses("cryoscape reconstruct")
     particles.require_ctf("cryoscape reconstruct")
-    check_reconstruction_inputs(particles, args.mask, seed=args.seed)
+    check_reconstruction_inputs(particles, args.mask, seed=args.seed, filter=args.filter,
+                                particle_diameter_A=args.particle_diameter, lowpass_A=args.lowpass)
     return particles
 
 

@@ -203,8 +203,7 @@ def scale_shells(vol: torch.Tensor | np.ndarray, weights: Sequence[float] | np.n
     """
     x = _as_tensor(vol)
     D = int(x.shape[-1])
-    w = torch.as_tensor(np.asarray(weights, dtype=np.float64) if not isinstance(weights, torch.Tensor) else weights)
-    w = w.to(device=x.device, dtype=x.dtype).reshape(-1)
+    w = torch.as_tensor(weights).to(device=x.device, dtype=x.dtype).reshape(-1)
     shells = radial_shell_index(D, 3, rfft=True, device=x.device).clamp(max=w.numel() - 1)
     X = torch.fft.rfftn(x, dim=(-3, -2, -1))
     # rfftn of the uncentred volume: the same |k| per coefficient as the centred layout after ifftshift

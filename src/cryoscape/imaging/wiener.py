@@ -161,8 +161,7 @@ def wiener_volume(num: torch.Tensor, den: torch.Tensor, regulariser, D: int,
     half = _half_slab(num, N) / total
     half.masked_fill_(g.outside | (total == 0), 0)
     if shell_factor is not None:
-        f = torch.as_tensor(np.asarray(shell_factor, dtype=np.float64) if not isinstance(shell_factor, torch.Tensor)
-                            else shell_factor).to(device=den.device, dtype=total.dtype).reshape(-1)
+        f = torch.as_tensor(shell_factor).to(device=den.device, dtype=total.dtype).reshape(-1)
         half = half * f[g.shell.clamp(max=f.numel() - 1)]
     vol = torch.fft.irfftn(torch.fft.ifftshift(half, dim=(0, 1)), s=(N, N, N))  # origin at index 0
     crop = torch.remainder(torch.arange(D, device=vol.device) - D // 2, N)

@@ -1,7 +1,7 @@
 """Homogeneous gold-standard reconstruction: half maps, Wiener filter, FSC and the saved outputs.
 
 :func:`reconstruct` streams the particles once into two half-set accumulators
-(:func:`~cryoscape.reconstruct.stream.backproject`), Wiener-filters the halves
+(:func:`~cryoscape.reconstruct.stream.backproject`), filters the halves
 and the full map with the half-map SSNR and measures the (masked, corrected)
 FSC; :class:`Reconstruction` holds the result and writes it.
 """
@@ -30,13 +30,13 @@ FSC_THRESHOLD = 0.143
 class Reconstruction:
     """A homogeneous reconstruction with gold-standard validation.
 
-    volume, half_a, half_b: ``[D, D, D]`` float32 (``[z, y, x]``), the Wiener-
-    filtered full map and half maps; apix: Å/voxel; fsc: FSC between the
+    volume, half_a, half_b: ``[D, D, D]`` float32 (``[z, y, x]``), the filtered
+    full map and half maps; apix: Å/voxel; fsc: FSC between the
     half maps per shell ``0 .. D//2``; fsc_masked: the phase-randomisation
     corrected masked FSC; resolution_A / resolution_masked_A: where they cross
     0.143; shell_frequencies: cycles/Å per shell; n_particles: particles used
-    (n_half: per half set; n_skipped: left out for NaN/Inf pixels); ssnr: the full-map SSNR per shell used for the
-    Wiener filter; mask: the real-space mask of the masked FSC; filter: the filter applied
+    (n_half: per half set; n_skipped: left out for NaN/Inf pixels); ssnr: the full-map SSNR per shell that
+    set the regulariser; mask: the real-space mask of the masked FSC; filter: the filter applied
     (``wiener``, ``fsc`` or ``none``) with its per-shell weights of the half maps and the full map.
     """
 
@@ -90,7 +90,7 @@ class Reconstruction:
         """The filter's per-shell weights (half maps, full map) and the full map's SSNR, for ``OUT_filter.txt``."""
         ones = np.ones(self.box // 2 + 1)
         pick = lambda w: ones if w is None else np.asarray(w, dtype=np.float64)
-        ssnr = ones * np.nan if self.ssnr is None else np.asarray(self.ssnr, dtype=np.float64)
+        ssnr = np.full_like(ones, np.nan) if self.ssnr is None else np.asarray(self.ssnr, dtype=np.float64)
         return {f"{self.filter}_weight_half": pick(self.filter_weights_half),
                 f"{self.filter}_weight_full": pick(self.filter_weights_full), "ssnr_full": ssnr}
 
@@ -139,9 +139,9 @@ def reconstruct(
 
     from cryoscape.reconstruct.wiener import box_support
 
-    mask_arr = check_reconstruction_inputs(particles, mask, particle_weights, seed, filter)
+    mask_arr = check_reconstruction_inputs(particles, mask, particle_weights, seed, filter, particle_diameter_A,
+                                           lowpass_A)
     box = int(particles.box)
-    _check_lengths(particle_diameter_A, lowpass_A, box, float(particles.apix))
     sums = backproject(
         particles,
         particle_weights=particle_weights,
@@ -171,13 +171,13 @@ def reconstruct(
     return _result(gs, np.asarray(masked.corrected, dtype=np.float64), sums, float(particles.apix), mask_arr)
 
 
-def _check_lengths(particle_diameter_A: float | None, lowpass_A: float | None, box: int, apix: float) -> None:
-    """One-line errors for a negative particle diameter or a low-pass finer than Nyquist."""
-    if particle_diameter_A is not None and particle_diameter_A < 0:
+def _check_lengths(particle_diameter_A: float | None, lowpass_A: float | None, apix: float) -> None:
+    """One-line errors for a negative particle diameter or a low-pass that is not a length at or above Nyquist."""
+    if particle_diameter_A is not None and not particle_diameter_A >= 0:
         raise InputError(f"--particle-diameter {particle_diameter_A} Å must be 0 (no support) or positive")
     if lowpass_A is not None and not lowpass_A >= 2 * apix:
-        raise InputError(f"--lowpass {lowpass_A} Å is finer than Nyquist ({2 * apix:.3g} Å at {apix:.4g} Å/px); "
-                         "give a longer length or leave it out")
+        raise InputError(f"--lowpass {lowpass_A} Å must be a resolution no finer than Nyquist ({2 * apix:.3g} Å "
+                         f"at {apix:.4g} Å/px); give a longer length or leave it out")
 
 
 def lowpass_full_map(gs: Any, box: int, apix: float, lowpass_A: float) -> Any:
@@ -190,7 +190,7 @@ def lowpass_full_map(gs: Any, box: int, apix: float, lowpass_A: float) -> Any:
     s = np.arange(box // 2 + 1, dtype=np.float64)
     edge = np.clip(s - box * apix / lowpass_A, 0.0, 1.0)
     cut = 0.5 * (1.0 + np.cos(np.pi * edge))
-    full = scale_shells(torch.as_tensor(gs.full), torch.as_tensor(cut)).numpy().astype(np.float32)
+    full = scale_shells(gs.full, cut).numpy().astype(np.float32)
     weights = cut if gs.weights_full is None else np.asarray(gs.weights_full) * cut
     return replace(gs, full=full, weights_full=weights)
 
@@ -201,12 +201,14 @@ def _name(particles: Any) -> str:
 
 def check_reconstruction_inputs(particles: Any, mask: str | Path | np.ndarray | None = None,
                                 particle_weights: np.ndarray | None = None, seed: int = 0,
-                                filter: str = "wiener") -> np.ndarray:
+                                filter: str = "wiener", particle_diameter_A: float | None = None,
+                                lowpass_A: float | None = None) -> np.ndarray:
     """Check everything :func:`reconstruct` needs before any image is read; return the mask ``[D, D, D]``.
 
     Raises :class:`~cryoscape.errors.InputError` for particles without poses, an
     unknown or mixed box or pixel size, missing image stacks, a mask of another
-    box or voxel size, bad particle weights, or a half set with no particle.
+    box or voxel size, bad particle weights, an unknown filter, a negative particle
+    diameter, a low-pass finer than Nyquist, or a half set with no particle.
     """
     from cryoscape.reconstruct.wiener import FILTERS
 
@@ -214,6 +216,7 @@ def check_reconstruction_inputs(particles: Any, mask: str | Path | np.ndarray | 
         raise InputError(f"--filter {filter!r} is not one of {', '.join(FILTERS)}")
     particles.require_poses("reconstruction")
     box, apix = int(particles.box), float(particles.apix)
+    _check_lengths(particle_diameter_A, lowpass_A, apix)
     mask_arr = load_mask(mask, box, apix)
     weights = check_particle_weights(particle_weights, len(particles))
     labels = assign_half_sets(getattr(particles, "half_set", None), len(particles), seed)

@@ -156,7 +156,7 @@ def wiener_volume(
     if support is not None:
         vol = vol * torch.as_tensor(np.asarray(support), dtype=vol.dtype, device=vol.device)
     if shell_weights is not None:
-        vol = scale_shells(vol, torch.as_tensor(np.asarray(shell_weights, dtype=np.float64)))
+        vol = scale_shells(vol, shell_weights)
     return vol.to(torch.float32).cpu().numpy()
 
 

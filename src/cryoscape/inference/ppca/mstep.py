@@ -116,7 +116,8 @@ class MStepAccumulator:
             keep &= radius / (self.D * apix) <= 1.0 / resolution_limit_A
         cdtype = torch.complex128 if self.acc.dtype == torch.float64 else torch.complex64
         out = torch.zeros(K1, N, N, h + 1, dtype=cdtype, device=self.acc.device)
-        gain = _GainSums(self.D, self.oversampling, K1, self.acc.device) if ssnr is not None else None
+        # with the SSNR term: each channel's mean gain B / (B + λ_ssnr) over the ridge solve (B: weight + ridge)
+        gain = _ShellMeans(self.D, self.oversampling, K1, self.acc.device) if ssnr is not None else None
         for z0, z1 in self._plane_chunks():
             half = self._completed_planes(z0, z1)  # [C, dz, N, h + 1]
             A = torch.zeros(*half.shape[1:], K1, K1, dtype=torch.float64, device=half.device)
@@ -125,9 +126,9 @@ class MStepAccumulator:
                 A[..., q, p] = half[2 * K1 + c]
             sh = shell[z0:z1].clamp(max=n_sh - 1)
             reg = lam_t[:, sh]  # [K1, dz, N, h + 1]
-            if gain is not None:  # the Wiener term's gain over the ridge solve
+            if gain is not None:
                 base = torch.stack([half[i] for i in diag]).double() + ridge_lam[sh]
-                gain.add(z0, z1, base, reg - ridge_lam[sh])
+                gain.add(z0, z1, base / (base + reg - ridge_lam[sh]).clamp(min=1e-300))
             A += torch.diag_embed(reg.permute(1, 2, 3, 0))
             rhs = half[: 2 * K1].double().permute(1, 2, 3, 0).reshape(*half.shape[1:], K1, 2)
             X = torch.linalg.solve(A, rhs) * keep[z0:z1, ..., None, None]  # [dz, N, h+1, K1, 2]
@@ -138,6 +139,7 @@ class MStepAccumulator:
             from cryoscape.geometry.fourier import scale_shells
 
             g = gain.means()  # [K1, n_sh]
+            g = torch.where(g > 0, g, torch.ones_like(g))
             vols = [scale_shells(self._to_real(out[p] / g[p][shell.clamp(max=n_sh - 1)].to(out.real.dtype)), g[p])
                     for p in range(K1)]
         return vols[0], torch.stack(vols[1:]) if self.latent_dim else vols[0].new_zeros(0, *vols[0].shape)
@@ -173,17 +175,10 @@ class MStepAccumulator:
 
         The same numbers as :func:`cryoscape.reconstruct.wiener.shell_mean_weight` of each completed channel.
         """
-        from cryoscape.imaging.wiener import half_shells
-
-        g = half_shells(self.D, self.oversampling, self.acc.device)
-        sums = torch.zeros(len(channels), self.D // 2 + 1, dtype=torch.float64, device=self.acc.device)
+        means = _ShellMeans(self.D, self.oversampling, len(channels), self.acc.device)
         for z0, z1 in self._plane_chunks():
-            w = self._completed_planes(z0, z1, channels).double() * g.plane_weight
-            inside = g.inside[z0:z1]
-            idx = g.shell[z0:z1][inside]
-            for r in range(len(channels)):
-                sums[r].index_add_(0, idx, w[r][inside])
-        return sums / g.counts.clamp(min=1)
+            means.add(z0, z1, self._completed_planes(z0, z1, channels))
+        return means.means()
 
     def _shells(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Shell index ``round(|q|)`` and radius ``|q|`` (cycles per box ``D``) on the ``[N, N, N/2+1]`` slab."""
@@ -204,10 +199,9 @@ class MStepAccumulator:
         return vol.to(self.acc.dtype)
 
 
-class _GainSums:
-    """Shell means of each channel's Wiener gain ``B_p / (B_p + λ_p)`` over the voxels inside Nyquist
-    (``B_p`` the channel's weight plus the ridge),
-    summed plane chunk by plane chunk (the per-channel analogue of :func:`cryoscape.imaging.wiener.shell_gain`)."""
+class _ShellMeans:
+    """Means over each shell ``0 .. D//2`` (voxels inside Nyquist, half-grid plane weights) of per-voxel
+    values on the ``kx >= 0`` slab ``[C, N, N, N/2 + 1]``, added plane chunk by plane chunk."""
 
     def __init__(self, D: int, oversampling: float, channels: int, device) -> None:
         from cryoscape.imaging.wiener import half_shells
@@ -215,15 +209,14 @@ class _GainSums:
         self.g = half_shells(D, oversampling, device)
         self.sums = torch.zeros(channels, D // 2 + 1, dtype=torch.float64, device=device)
 
-    def add(self, z0: int, z1: int, weights: torch.Tensor, reg: torch.Tensor) -> None:
-        """Planes ``z0:z1``: ``weights`` and ``reg`` ``[channels, dz, N, N/2 + 1]``."""
-        ratio = weights / (weights + reg).clamp(min=1e-300) * self.g.plane_weight
+    def add(self, z0: int, z1: int, values: torch.Tensor) -> None:
+        """Planes ``z0:z1`` of every channel, ``[C, z1 − z0, N, N/2 + 1]``."""
+        w = values.double() * self.g.plane_weight
         inside = self.g.inside[z0:z1]
         idx = self.g.shell[z0:z1][inside]
-        for c in range(ratio.shape[0]):
-            self.sums[c].index_add_(0, idx, ratio[c][inside])
+        for c in range(w.shape[0]):
+            self.sums[c].index_add_(0, idx, w[c][inside])
 
     def means(self) -> torch.Tensor:
-        """``[channels, D//2 + 1]`` float64; 1 where a shell has no weight."""
-        m = self.sums / self.g.counts.clamp(min=1e-300)
-        return torch.where(m > 0, m, torch.ones_like(m))
+        """``[C, D//2 + 1]`` float64 (0 in a shell without voxels)."""
+        return self.sums / self.g.counts.clamp(min=1)
