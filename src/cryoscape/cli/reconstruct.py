@@ -104,6 +104,13 @@ def prepare(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Read the particles, reconstruct, write the maps and FSC, print a summary."""
+    from cryoscape.validate.plot_worker import PlotWorker
+
+    with PlotWorker() as plots:  # imports matplotlib in a helper process while the map is computed
+        return _run(args, plots)
+
+
+def _run(args: argparse.Namespace, plots: Any) -> int:
     from cryoscape.reconstruct import reconstruct
 
     particles = prepare(args)
@@ -122,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         lowpass_A=args.lowpass,
     )
     elapsed = time.perf_counter() - start
-    paths = rec.save(args.output, force=args.force)
+    paths = rec.save(args.output, force=args.force, plot=plots.save_fsc_plot)
     skipped = f", {rec.n_skipped} left out for NaN/Inf pixels" if rec.n_skipped else ""
     print(f"particles: {rec.n_particles} (half sets {rec.n_half[0]} + {rec.n_half[1]}){skipped}")
     print(f"box {rec.box} px, {rec.apix:.4g} Å/px; reconstructed in {elapsed:.1f} s")

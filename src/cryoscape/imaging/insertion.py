@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from . import scatter_cpu
 from ._grid import SlicePoints, padded_size, slice_points
 from .interpolation import _as_tensor, _chunks, _prep_rotations, _trilinear
 
@@ -49,7 +50,9 @@ def insert_half(values: torch.Tensor, rotations, D: int, oversampling: float = 2
             (1/2 at DC for half sets), so the result is ready for :func:`complete_channels`.
         rotations: ``[B, 3, 3]``.
         out: channels-first accumulator ``[C, M, M, M]`` (created if None), added to
-            in place with one ``index_add_`` (along dim 1, all channels) per chunk.
+            in place: on the CPU without autograd by the compiled kernel of
+            :mod:`.scatter_cpu`, otherwise with one ``index_add_`` (along dim 1, all
+            channels) per chunk.
         points: custom point set (frequencies in cycles per box ``D``, may be fractional).
     Returns:
         ``out`` (raw; *not* Hermitian-completed).
@@ -64,6 +67,15 @@ def insert_half(values: torch.Tensor, rotations, D: int, oversampling: float = 2
     pts = slice_points(D, half, values.device) if points is None else points
     R = _as_tensor(rotations, like=values).reshape(-1, 3, 3)
     values = values * pts.insert_weight.to(values.dtype)[:, None]
+    if scatter_cpu.usable(out, values, R):
+        return scatter_cpu.scatter_trilinear(out, R, pts.kx, pts.ky, values, D, N)
+    return _scatter_torch(out, R, pts, values, D, N)
+
+
+def _scatter_torch(out: torch.Tensor, R: torch.Tensor, pts: SlicePoints, values: torch.Tensor,
+                   D: int, N: int) -> torch.Tensor:
+    """The torch trilinear scatter of ``values [B, P, C]`` into ``out [C, M, M, M]`` (any device, autograd)."""
+    C, M = out.shape[0], N + 1
     flat = out.view(C, M * M * M)
     for a, b in _chunks(R.shape[0], pts.n):
         idx, w = _trilinear(R[a:b], pts, D, N)

@@ -63,13 +63,16 @@ class Reconstruction:
         """Box size ``D`` in voxels."""
         return int(self.volume.shape[0])
 
-    def save(self, out_path: str | Path, force: bool = False) -> dict[str, Path]:
+    def save(self, out_path: str | Path, force: bool = False, plot: Any = None) -> dict[str, Path]:
         """Write the maps and FSC curves next to ``out_path`` (see :func:`output_paths`).
 
         Every file is written atomically with voxel size :attr:`apix`; nothing
         is written if any output exists and ``force`` is false. The FSC table
         has columns shell, frequency (1/Å), resolution (Å), FSC unmasked, FSC
-        masked (corrected). Returns the paths.
+        masked (corrected). ``plot``: the function drawing the FSC plot, with the
+        signature of :func:`cryoscape.validate.fsc.save_fsc_plot` (that one when
+        None; a :class:`cryoscape.validate.plot_worker.PlotWorker`'s in the CLI).
+        Returns the paths.
         """
         from cryoscape.io.mrc import write_mrc
         from cryoscape.validate.fsc import save_fsc_plot, write_fsc_table
@@ -82,7 +85,8 @@ class Reconstruction:
         write_fsc_table(paths["fsc_txt"], curves, self.box, self.apix, force=force)
         write_fsc_table(paths["fsc_json"], curves, self.box, self.apix, force=force)
         labels = {"half maps, unmasked": self.fsc, "half maps, masked (corrected)": self.fsc_masked}
-        save_fsc_plot(paths["fsc_png"], labels, self.box, self.apix, thresholds=(FSC_THRESHOLD, 0.5), force=force)
+        (plot or save_fsc_plot)(paths["fsc_png"], labels, self.box, self.apix, thresholds=(FSC_THRESHOLD, 0.5),
+                                force=force)
         write_fsc_table(paths["filter_txt"], self.filter_table(), self.box, self.apix, force=force)
         return paths
 
