@@ -67,7 +67,6 @@ def test_the_result_does_not_depend_on_the_thread_count() -> None:
 
 def test_insert_half_keeps_autograd_on_the_torch_path() -> None:
     D = 8
-    N = padded_size(D, 2.0)
     pts = slice_points(D, True)
     vals = torch.randn(2, pts.n, 1, dtype=torch.float64, requires_grad=True)
     R = _rots(2, 6, torch.float64)
