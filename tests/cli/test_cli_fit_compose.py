@@ -35,7 +35,7 @@ def test_help_lists_every_pair(capsys) -> None:
         main(["fit", "compose", "--help"])
     text = capsys.readouterr().out
     for representation, inference, name in pair_grid():
-        assert f"{representation:<7} x {inference:<10} -> {name or 'cannot run'}" in text
+        assert f"{representation:<12} x {inference:<10} -> {name or 'cannot run'}" in text
 
 
 def test_a_pair_that_cannot_run_says_why(tiny, tmp_path, capsys) -> None:

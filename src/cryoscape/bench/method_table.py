@@ -87,6 +87,10 @@ def _registry_runner(method: Method) -> MethodRunner:
     """The runner of a registry method: its defaults under the options, the run folder overwritten."""
 
     def run(dataset: Any, out_dir: Path, progress: bool, **options: Any) -> Path:
+        if method.representation == "normal-modes" and "model" not in options:
+            from cryoscape.bench.atom_models import reference_model
+
+            options = {**options, "model": str(reference_model(dataset))}  # the truth's first frame
         return Path(method.run(dataset.star_path, out_dir, force=True, progress=progress, **options).run.path)
 
     run.__doc__ = f"``{method.name}`` ({method.representation}, {method.inference}) with the registry's defaults."

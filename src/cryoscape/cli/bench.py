@@ -42,7 +42,7 @@ def _description() -> str:
 
     lines = [DESCRIPTION, f"datasets: {', '.join(DATASETS)}.", "",
              "methods (the method registry; representation x inference, fitted with their defaults):"]
-    lines += [f"  {m.name:<18}{m.representation + ' x ' + m.inference:<22}{m.summary}" for m in METHODS.values()]
+    lines += [f"  {m.name:<18}{m.representation + ' x ' + m.inference:<25} {m.summary}" for m in METHODS.values()]
     lines += [f"  {GRID:<18}every runnable representation x inference pair above; the pairs that cannot",
               f"  {'':<18}run are listed with their reason in the results", "",
               "peer programs (where their environments exist: benchmarks/setup_envs.sh, or",

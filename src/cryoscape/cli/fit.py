@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cryoscape.cli.fit_compose import add_compose_parser, run_compose
+from cryoscape.cli.fit_nma import add_nma_parser, run_nma_command
 
 
 DESCRIPTION = """\
@@ -22,7 +23,10 @@ methods:
         a latent z, trained with an amortised encoder (VAE) or explicit
         per-particle latents. Writes latents_var.npy, mean.mrc and checkpoints/;
         --resume continues an interrupted fit.
-  compose  any representation (linear, neural) with any inference scheme (em,
+  nma   an atomic model (--model PDB/mmCIF) moved along its elastic-network normal
+        modes; each particle's mode amplitudes fitted to its image (HEMNMA-style).
+        Writes the files of drgn plus modes.npz; `volume --pdb` gives deformed models.
+  compose  any representation (linear, neural, normal-modes) with any inference scheme (em,
         amortised, explicit) that makes sense; `fit compose --help` lists the pairs.
 """
 
@@ -86,12 +90,13 @@ other objects, such as another program's pickled checkpoint, is refused.
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``fit`` sub-command and one sub-command per method."""
-    p = subparsers.add_parser("fit", help="fit a heterogeneity method (pca, drgn, or any pair by compose) into a run directory",
+    p = subparsers.add_parser("fit", help="fit a heterogeneity method (pca, drgn, nma, or any pair by compose) into a run directory",
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     methods = p.add_subparsers(dest="method", metavar="<method>", required=True)
     _add_pca(methods)
     _add_drgn(methods)
+    add_nma_parser(methods)
     add_compose_parser(methods)
     return p
 
@@ -208,7 +213,7 @@ _DRGN_OPTIONS = ("base", "encoder", "beta", "batch_size", "lr", "latent_lr", "wa
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen method."""
-    return {"pca": _run_pca, "drgn": _run_drgn, "compose": run_compose}[args.method](args)
+    return {"pca": _run_pca, "drgn": _run_drgn, "nma": run_nma_command, "compose": run_compose}[args.method](args)
 
 
 def _run_drgn(args: argparse.Namespace) -> int:

@@ -39,9 +39,9 @@ examples:
 def _description() -> str:
     from cryoscape.methods.registry import INFERENCE_SCHEMES, REPRESENTATION_KINDS, pair_grid
 
-    reps = "\n".join(f"  {k:<10} {v}" for k, v in REPRESENTATION_KINDS.items())
+    reps = "\n".join(f"  {k:<12} {v}" for k, v in REPRESENTATION_KINDS.items())
     schemes = "\n".join(f"  {k:<10} {v}" for k, v in INFERENCE_SCHEMES.items())
-    pairs = "\n".join(f"  {r:<7} x {i:<10} -> {m or 'cannot run'}" for r, i, m in pair_grid())
+    pairs = "\n".join(f"  {r:<12} x {i:<10} -> {m or 'cannot run'}" for r, i, m in pair_grid())
     return COMPOSE_DESCRIPTION.format(representations=reps, schemes=schemes, pairs=pairs)
 
 

@@ -33,6 +33,7 @@ examples:
   cryoscape volume runs/pca --z 0 0 0 0 -o mean.mrc
   cryoscape volume runs/pca --component 1 --steps 9 -o movie/
   cryoscape volume runs/pca --curve --steps 9 -o curve_movie/
+  cryoscape volume runs/nma --z 1.5 0 0 0 0 0 0 0 0 0 -o open.mrc --pdb open.pdb
   cryoscape volume runs/pca --near-particle 123 --n-neighbours 1000 -o local.mrc
 """
 
@@ -51,6 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     mode.add_argument("--near-particle", type=int, metavar="I", help="local reconstruction around particle I (0-based)")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
                    help="OUT.mrc (--z, --near-particle) or a folder (--z-file, --component, --curve)")
+    p.add_argument("--pdb", nargs="?", const=True, default=None, metavar="OUT.pdb",
+                   help="nma runs: also write the deformed atomic model of each map (with --z: OUT.pdb or the "
+                        "path given; otherwise beside each map, same name)")
     p.add_argument("--steps", type=int, default=9, metavar="N", help="volumes along --component or --curve (default 9)")
     p.add_argument("--n-neighbours", type=int, default=1000, metavar="N",
                    help="particles in a --near-particle reconstruction (default 1000)")
@@ -64,14 +68,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Open the run and write the volumes of the chosen mode."""
+    from cryoscape.errors import InputError
     from cryoscape.io.run_dir import RunDirectory
 
     run_dir = RunDirectory.open(args.run)
     if args.near_particle is not None:
+        if args.pdb:
+            raise InputError("--pdb goes with the model modes (--z, --z-file, --component, --curve), "
+                             "not with --near-particle")
         paths = _near_particle(run_dir, args)
     else:
         names, points = _model_points(run_dir, args)
+        pdbs = _pdb_paths(run_dir, args, names)
         paths = _write_model_volumes(run_dir, names, points, args.force)
+        if pdbs:
+            from cryoscape.methods.nma import write_deformed_models
+
+            paths += write_deformed_models(run_dir, points, pdbs, args.force)
         if args.component is not None:
             paths.append(_write_points(args.output / f"component{args.component}_points.txt", points, args.force))
         if args.curve:
@@ -79,6 +92,21 @@ def run(args: argparse.Namespace) -> int:
     run_dir.log(f"volume: wrote {len(paths)} files to {args.output}")
     print(f"wrote {len(paths)} files: " + ", ".join(str(p) for p in paths[:4]) + (" ..." if len(paths) > 4 else ""))
     return 0
+
+
+def _pdb_paths(run_dir: Any, args: argparse.Namespace, names: list[Path]) -> list[Path]:
+    """Where the deformed models go (``--pdb``), checked before any map is written; [] without ``--pdb``."""
+    from cryoscape.errors import InputError
+    from cryoscape.io.atomic import check_output_path
+
+    if not args.pdb:
+        return []
+    if run_dir.method != "nma":
+        raise InputError(f"{run_dir.path} holds a {run_dir.method!r} run; --pdb needs a run of fit nma")
+    pdbs = [Path(args.pdb)] if isinstance(args.pdb, str) and args.z is not None else [n.with_suffix(".pdb") for n in names]
+    for p in pdbs:
+        check_output_path(p, args.force)
+    return pdbs
 
 
 def _model_points(run_dir: Any, args: argparse.Namespace) -> tuple[list[Path], Any]:

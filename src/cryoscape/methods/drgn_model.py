@@ -52,6 +52,8 @@ def start_representation(model: Any, ps: Any, s: DrgnSettings, consensus: np.nda
     """Set the representation's starting state from the data (a fresh fit only).
 
     Neural: the fixed reference ``V₀`` is the consensus (``base="consensus"``).
+    Normal modes: the atomic model and its modes from ``s.model``, the contrast fitted
+    to the consensus.
     Linear: the mean starts at the consensus (zero with ``base="none"``) and the
     components at ``sqrt(λ_k) u_k`` of the covariance at ``init_resolution_A``
     (``init="covariance"``) or at small seeded random volumes; all in the decoder's
@@ -60,6 +62,12 @@ def start_representation(model: Any, ps: Any, s: DrgnSettings, consensus: np.nda
     import torch
 
     rep = model.decoder
+    if s.representation == "normal-modes":
+        from cryoscape.methods.nma_model import load_atom_model, start_from_model
+
+        atoms = load_atom_model(s.model, rep.box, float(ps.apix), s.latent_dim, s.cutoff_A, s.mode_rms_A)
+        start_from_model(rep, atoms, consensus)
+        return
     if s.representation == "neural":
         if consensus is not None:
             rep.set_base(consensus)

@@ -17,7 +17,7 @@ from cryoscape.inference.settings import LATENT_SCHEMES, TrainSettings
 __all__ = ["DrgnSettings", "BASES", "REPRESENTATIONS", "LINEAR_INITS", "settings_from_params", "make_settings"]
 
 BASES = ("consensus", "none")
-REPRESENTATIONS = ("neural", "linear")
+REPRESENTATIONS = ("neural", "linear", "normal-modes")
 LINEAR_INITS = ("covariance", "random")
 
 
@@ -33,7 +33,10 @@ class DrgnSettings(TrainSettings):
     dec_hidden, dec_layers, pe "geometric" | "gaussian", pe_dim, pe_min_px,
     pe_max_px, pe_sigma_px (None: defaults of :func:`cryoscape.models.neural.decoder_spec`);
     linear only: init "covariance" (components start at the top principal volumes of
-    the covariance at ``init_resolution_A``) | "random". Data: max_freq (fitted
+    the covariance at ``init_resolution_A``) | "random"; "normal-modes" (an atomic model
+    moved along ``latent_dim`` elastic-network modes, :mod:`cryoscape.models.normal_modes`)
+    only: model (its file), n_atoms, n_nodes (its C-alpha atoms), cutoff_A (spring cutoff), mode_rms_A (RMS per node
+    of the softest mode at one prior standard deviation). Data: max_freq (fitted
     frequencies, fraction of Nyquist), encoder_max_freq (encoder input),
     encoder_phase_flip, encoder_residual (the encoder sees the image minus the
     representation's reference part rendered at the pose), encoder_pose (the MLP
@@ -66,6 +69,11 @@ class DrgnSettings(TrainSettings):
     invert: bool = False
     use_ctf: bool = True
     latent_refine_steps: int = 3
+    model: str | None = None
+    n_atoms: int = 0
+    n_nodes: int = 0
+    cutoff_A: float = 10.0
+    mode_rms_A: float = 2.0
 
     def check(self) -> None:
         """One-line :class:`InputError` for impossible values (before any work)."""
@@ -88,6 +96,8 @@ class DrgnSettings(TrainSettings):
             v = getattr(self, name)
             if not 0 < v <= 1:
                 raise InputError(f"--{name.replace('_', '-')} must be a fraction of Nyquist in (0, 1]; got {v}")
+        if self.representation == "normal-modes" and (not self.model or self.n_atoms < 1):
+            raise InputError("the normal-modes representation needs an atomic model: use cryoscape fit nma --model")
         if not self.init_resolution_A > 0:
             raise InputError(f"--init-resolution must be positive (Å); got {self.init_resolution_A}")
         self.train_settings().check()
@@ -111,6 +121,9 @@ class DrgnSettings(TrainSettings):
 
     def decoder_spec(self, box: int, apix: float = 1.0) -> dict[str, Any]:
         """The representation's description for :func:`cryoscape.models.build_representation`."""
+        if self.representation == "normal-modes":
+            return {"kind": "normal-modes", "box": int(box), "apix": float(apix), "n_atoms": int(self.n_atoms),
+                    "latent_dim": int(self.latent_dim), "n_nodes": int(self.n_nodes)}
         if self.representation == "linear":
             return {"kind": "linear", "box": int(box), "latent_dim": int(self.latent_dim), "apix": float(apix),
                     "oversampling": 2.0, "trainable": True}

@@ -29,6 +29,7 @@ __all__ = ["Method", "METHODS", "REPRESENTATION_KINDS", "INFERENCE_SCHEMES", "ge
 REPRESENTATION_KINDS: dict[str, str] = {
     "linear": "mean plus principal volumes, V(z) = X0 + sum_k z_k X_k",
     "neural": "an MLP over positional-encoded 3D frequencies and z (Fourier domain, Hermitian)",
+    "normal-modes": "an atomic model moved along its elastic-network normal modes, drawn as Gaussian atoms",
 }
 INFERENCE_SCHEMES: dict[str, str] = {
     "em": "expectation-maximisation over closed-form latent posteriors",
@@ -91,6 +92,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            passes_option="iterations"),
     Method("drgn", "neural", "amortised", "neural hyper-molecule with a VAE encoder",
            _GRADIENT, _GRADIENT_VOLUME, {"latent_dim": 8}, preset=True),
+    Method("nma", "normal-modes", "explicit", "atomic model moved along its normal modes, amplitudes per particle",
+           "cryoscape.methods.nma:run_nma", _GRADIENT_VOLUME, {"latent_dim": 10}, preset=True),
     Method("neural-explicit", "neural", "explicit", "neural hyper-molecule with one latent per particle",
            _GRADIENT, _GRADIENT_VOLUME, {"latent_dim": 8, "latents": "explicit", "method": "neural-explicit"}),
     Method("linear-amortised", "linear", "amortised", "principal volumes with a VAE encoder",
@@ -105,6 +108,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 """Every method by name, presets first."""
 
 _NOT_SENSIBLE: dict[tuple[str, str], str] = {
+    ("normal-modes", "em"): "the atoms move nonlinearly in the image with the mode amplitudes (no closed-form "
+                            "posteriors); use cryoscape fit nma (explicit amplitudes per particle)",
     ("neural", "em"): "EM over posteriors needs a representation linear in its latent (closed-form Gaussian "
                       "posteriors); the neural field is not: use --inference amortised or explicit",
 }

@@ -5,7 +5,9 @@ representation keeps and every inference scheme relies on. The kinds here:
 
 * ``linear``: mean plus principal volumes (:mod:`cryoscape.models.linear`);
 * ``neural``: an MLP over positional encodings of 3D frequencies and a latent
-  (:mod:`cryoscape.models.neural`).
+  (:mod:`cryoscape.models.neural`);
+* ``normal-modes``: an atomic model moved along its elastic-network modes
+  (:mod:`cryoscape.models.normal_modes`).
 
 Adding a representation is one module and one line in :data:`REPRESENTATIONS`.
 """
@@ -23,6 +25,7 @@ __all__ = ["Representation", "LinearInLatent", "is_linear_in_latent", "describe"
 REPRESENTATIONS: dict[str, str] = {
     "linear": "cryoscape.models.linear:LinearHyperMolecule",
     "neural": "cryoscape.models.neural:NeuralHyperMolecule",
+    "normal-modes": "cryoscape.models.normal_modes:NormalModeModel",
 }
 """Representation kind -> ``module:class``; each class has ``from_config(config)``."""
 
