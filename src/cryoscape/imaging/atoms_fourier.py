@@ -70,13 +70,14 @@ def atom_coefficient_derivatives(coords_A: torch.Tensor, amplitudes: torch.Tenso
     ex, ey, (ux, ix, uy, iy), (R, box_A) = _factors(coords_A, amplitudes, sigma_A, rotations, D, apix, kx, ky)
     dirs = directions_A.to(coords_A.dtype)
     dirs = dirs[None] if dirs.ndim == 3 else dirs
-    d = torch.matmul(dirs, R[:, None, :2, :].transpose(-1, -2))  # [B, K, A, 2]
-    eyt = ey.transpose(-1, -2)[:, None]  # [B, 1, Uy, A]
-    gx = torch.matmul(eyt, d[..., 0, None].to(ex.dtype) * ex[:, None])  # [B, K, Uy, Ux]
-    gy = torch.matmul(eyt, d[..., 1, None].to(ex.dtype) * ex[:, None])
+    d = torch.matmul(dirs, R[:, None, :2, :].transpose(-1, -2))  # [B, K, A, 2] particle-frame motion
+    each = torch.view_as_real(ey[:, :, iy] * ex[:, :, ix])  # [B, A, P, 2]: every atom's term at every point
+    flat = each.reshape(each.shape[0], each.shape[1], -1)  # [B, A, 2P] (real matrix products are fastest)
+    P = ix.shape[0]
+    gx = torch.view_as_complex(torch.matmul(d[..., 0].contiguous(), flat).reshape(-1, d.shape[1], P, 2).contiguous())
+    gy = torch.view_as_complex(torch.matmul(d[..., 1].contiguous(), flat).reshape(-1, d.shape[1], P, 2).contiguous())
     qx, qy = (ux / box_A)[ix], (uy / box_A)[iy]  # [P]
-    out = gx[:, :, iy, ix] * qx + gy[:, :, iy, ix] * qy  # [B, K, P]
-    out = out * (-2j * math.pi) * _pixel_factor(ux, ix, uy, iy, D)
+    out = (gx * qx + gy * qy) * (-2j * math.pi) * _pixel_factor(ux, ix, uy, iy, D)  # [B, K, P]
     return out.transpose(1, 2)
 
 
