@@ -81,7 +81,27 @@ def test_unreadable_model_is_refused(sim, tmp_path, capsys):
     one_line_error(capsys, "bad.pdb")
 
 
-def test_pdb_needs_an_nma_run(run, tmp_path, capsys):
+def test_pdb_does_not_go_with_a_local_reconstruction(run, tmp_path, capsys):
     rc = main(["volume", str(run), "--near-particle", "0", "-o", str(tmp_path / "l.mrc"), "--pdb"])
     assert rc == 2
-    one_line_error(capsys, "--pdb")
+    one_line_error(capsys, "--pdb", "--near-particle")
+    assert not (tmp_path / "l.mrc").exists()
+
+
+def test_pdb_needs_an_nma_run(sim, tmp_path, capsys):
+    from cryoscape.io.run_dir import RunDirectory
+
+    other = RunDirectory.create(tmp_path / "pca_run", "pca", {"particles": str(sim.star_path), "datadir": None,
+                                                              "n_particles": N, "box": BOX, "apix": APIX})
+    rc = main(["volume", str(other.path), "--z", "0", "0", "-o", str(tmp_path / "v.mrc"), "--pdb"])
+    assert rc == 2
+    one_line_error(capsys, "'pca' run", "--pdb needs a run of fit nma")
+    assert not (tmp_path / "v.mrc").exists() and not (tmp_path / "v.pdb").exists()
+
+
+def test_modes_file_holds_the_modes(run):
+    modes = np.load(run / "modes.npz")
+    assert modes["modes_A"].shape == (3, modes["nodes"].size, 3)
+    # scaled to their spreads: RMS displacement per node equals the spread
+    rms = np.sqrt((modes["modes_A"] ** 2).sum(-1).mean(-1))
+    assert np.allclose(rms, modes["spreads_A"], rtol=1e-4)

@@ -9,18 +9,19 @@ Normal-mode flexible fitting (HEMNMA-style). The atomic model (PDB or mmCIF,
 fitted into the consensus map: coordinates in the map's frame with its origin
 at voxel 0) is turned into an elastic network of its C-alpha atoms (springs
 within --cutoff Å, the anisotropic network model); its --modes softest normal
-modes, each scaled to its elastic spread (the softest moves every C-alpha by
---mode-rms Å RMS at one unit), deform the heavy atoms (each follows its
-residue's C-alpha). Each particle's image is modelled as the deformed model
-drawn as Gaussian atoms (analytic Fourier coefficients), at the particle's
-pose (refined locally by gradient) times its CTF; the mode amplitudes of every
-particle are fitted by gradient (explicit latents, elastic prior N(0, 1)) and
-polished by Gauss-Newton steps, the image contrast by least squares to the
-consensus map, then by gradient.
+modes are each scaled to its elastic spread (the softest moves the C-alpha
+atoms by --mode-rms Å RMS at unit amplitude), so the amplitudes have the prior
+N(0, 1). Every residue moves as a rigid block along the screw motion of its
+block's velocity under the modes, which keeps rotating domains undistorted at
+large amplitudes. Each particle's image is modelled as the moved model drawn
+as Gaussian atoms (analytic Fourier coefficients), at the particle's pose
+(refined locally by gradient) times its CTF; every particle's amplitudes are
+fitted by gradient and polished by Gauss-Newton steps; the image contrast is
+started by least squares against the consensus map.
 
 Writes the run directory of `fit drgn` (latents.npy: the N x modes amplitudes)
-plus modes.npz (eigenvalues, spreads, network nodes). Volumes of the deformed
-model: `cryoscape volume RUN --z ...`; the deformed model itself: add --pdb.
+plus modes.npz (eigenvalues, spreads, network nodes, the modes). Volumes of the
+moved model: `cryoscape volume RUN --z ...`; the moved model itself: add --pdb.
 """
 
 NMA_EPILOG = """\

@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, plots: Any) -> int:
+    """The command's work, the FSC plot drawn by ``plots``."""
     from cryoscape.reconstruct import reconstruct
 
     particles = prepare(args)

@@ -96,16 +96,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _pdb_paths(run_dir: Any, args: argparse.Namespace, names: list[Path]) -> list[Path]:
     """Where the deformed models go (``--pdb``), checked before any map is written; [] without ``--pdb``."""
-    from cryoscape.errors import InputError
-    from cryoscape.io.atomic import check_output_path
-
     if not args.pdb:
         return []
-    if run_dir.method != "nma":
-        raise InputError(f"{run_dir.path} holds a {run_dir.method!r} run; --pdb needs a run of fit nma")
+    from cryoscape.methods.nma import check_deformed_models
+
     pdbs = [Path(args.pdb)] if isinstance(args.pdb, str) and args.z is not None else [n.with_suffix(".pdb") for n in names]
-    for p in pdbs:
-        check_output_path(p, args.force)
+    check_deformed_models(run_dir, pdbs, args.force)
     return pdbs
 
 

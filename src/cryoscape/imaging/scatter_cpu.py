@@ -23,13 +23,17 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-__all__ = ["available", "scatter_trilinear", "usable"]
+__all__ = ["scatter_trilinear", "usable"]
 
 
 @lru_cache(maxsize=1)
 def _kernel():
-    """The compiled kernel (compiled on first use, cached on disk by numba)."""
-    import numba
+    """The compiled kernel (compiled on first use, cached on disk by numba, a required dependency)."""
+    try:
+        import numba
+    except ImportError as exc:  # a broken installation, not a choice: say how to mend it
+        raise ImportError("cryoscape needs numba for its CPU backprojection; reinstall with "
+                          "`pip install -e .` (or `pip install numba`)") from exc
 
     @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
     def scatter(acc, M, tasks, rot, kx, ky, vals, scale, centre):  # pragma: no cover - compiled
@@ -84,21 +88,11 @@ def _kernel():
     return scatter
 
 
-def available() -> bool:
-    """Whether the compiled kernel can be used here (numba importable)."""
-    try:
-        _kernel()
-    except ImportError:
-        return False
-    return True
-
-
 def usable(out: torch.Tensor, values: torch.Tensor, rotations: torch.Tensor) -> bool:
     """Whether :func:`scatter_trilinear` applies: CPU, no autograd, contiguous ``out`` of ``values``' dtype."""
     return (out.device.type == values.device.type == rotations.device.type == "cpu" and out.is_contiguous()
             and out.dtype in (torch.float32, torch.float64) and values.dtype == out.dtype
-            and not (values.requires_grad or rotations.requires_grad or out.requires_grad)
-            and available())
+            and not (values.requires_grad or rotations.requires_grad or out.requires_grad))
 
 
 def scatter_trilinear(out: torch.Tensor, rotations: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor,
@@ -114,8 +108,6 @@ def scatter_trilinear(out: torch.Tensor, rotations: torch.Tensor, kx: torch.Tens
     Returns:
         ``out``.
     """
-    import numba
-
     C, M = int(out.shape[0]), int(out.shape[1])
     if out.shape != (C, M, M, M) or M != N + 1 or not usable(out, values, rotations):
         raise ValueError(f"out must be a contiguous CPU [C, {N + 1}, {N + 1}, {N + 1}] accumulator"
@@ -129,12 +121,15 @@ def scatter_trilinear(out: torch.Tensor, rotations: torch.Tensor, kx: torch.Tens
     kxn = np.ascontiguousarray(kx.detach().cpu().numpy(), dtype=np.float64)
     kyn = np.ascontiguousarray(ky.detach().cpu().numpy(), dtype=np.float64)
     vals = np.ascontiguousarray(values.detach().numpy())
+    kernel = _kernel()
+    import numba
+
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     tasks = max(1, min(threads, M - 1))
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        _kernel()(out.view(C, M * M * M).numpy(), M, tasks, rot, kxn, kyn, vals, N / D, N / 2)
+        kernel(out.view(C, M * M * M).numpy(), M, tasks, rot, kxn, kyn, vals, N / D, N / 2)
     finally:
         numba.set_num_threads(before)
     return out

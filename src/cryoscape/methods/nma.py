@@ -33,7 +33,7 @@ import numpy as np
 from cryoscape.errors import InputError
 from cryoscape.methods.nma_model import MODES_FILE, load_atom_model, save_modes
 
-__all__ = ["run_nma", "deformed_model", "write_deformed_models", "METHOD"]
+__all__ = ["run_nma", "deformed_model", "check_deformed_models", "write_deformed_models", "METHOD"]
 
 METHOD = "nma"
 
@@ -63,9 +63,11 @@ def run_nma(particles_path: str | os.PathLike, out_dir: str | os.PathLike, model
         raise InputError(f"--cutoff and --mode-rms must be positive (Å); got {cutoff_A:g} and {mode_rms_A:g}")
     ps = ParticleSet.from_file(particles_path, datadir=datadir)
     atom_model = load_atom_model(model, int(ps.box), float(ps.apix), int(latent_dim), cutoff_A, mode_rms_A)
-    opts = {"refine_poses": True, "latent_lr": 0.3, **options}
+    # beta 1: the prior term is the elastic prior N(0, 1) of the amplitudes as scaled by the modes' spreads
+    opts = {"refine_poses": True, "latent_lr": 0.3, "beta": 1.0, **options}
     opts.update(representation="normal-modes", model=str(Path(model).expanduser().resolve()),
-                n_atoms=int(atom_model.atoms_A.shape[0]), n_nodes=int(atom_model.nodes.size), cutoff_A=float(cutoff_A), mode_rms_A=float(mode_rms_A))
+                n_atoms=int(atom_model.atoms_A.shape[0]), n_nodes=int(atom_model.nodes.size),
+                cutoff_A=float(cutoff_A), mode_rms_A=float(mode_rms_A))
     out = run_drgn(particles_path, out_dir, latent_dim, epochs, "explicit", datadir=datadir, force=force,
                    resume=resume, progress=progress, method=METHOD, **opts)
     save_modes(out.run.path / MODES_FILE, atom_model)
@@ -87,11 +89,10 @@ def deformed_model(run: Any, z: np.ndarray) -> np.ndarray:
     return xyz + (int(run.box) // 2) * float(run.apix)
 
 
-def write_deformed_models(run: Any, points: np.ndarray, paths: list[Path], force: bool = False) -> list[Path]:
-    """One PDB per latent point ``points [n, K]`` of a finished ``nma`` run: the deformed model (map frame)."""
+def check_deformed_models(run: Any, paths: list[Path], force: bool = False) -> Path:
+    """Before anything is written: the run is an ``nma`` run, its model file is there, and ``paths`` may be
+    written (one-line errors). Returns the model file."""
     from cryoscape.io.atomic import check_output_path
-    from cryoscape.io.pdb import write_pdb
-    from cryoscape.simulate.structures import load_atomic_model
 
     if run.method != METHOD:
         raise InputError(f"{run.path} holds a {run.method!r} run; --pdb needs a run of fit nma (an atomic model)")
@@ -100,6 +101,14 @@ def write_deformed_models(run: Any, points: np.ndarray, paths: list[Path], force
         raise InputError(f"{run.path}: the atomic model {model} of this run is gone; restore it to write --pdb")
     for p in paths:
         check_output_path(p, force)
-    st = load_atomic_model(model)
+    return model
+
+
+def write_deformed_models(run: Any, points: np.ndarray, paths: list[Path], force: bool = False) -> list[Path]:
+    """One PDB per latent point ``points [n, K]`` of a finished ``nma`` run: the deformed model (map frame)."""
+    from cryoscape.io.pdb import write_pdb
+    from cryoscape.simulate.structures import load_atomic_model
+
+    st = load_atomic_model(check_deformed_models(run, paths, force))
     return [write_pdb(p, deformed_model(run, z), st.elements, st.resid, st.atom_names, force=force)
             for p, z in zip(paths, np.asarray(points))]

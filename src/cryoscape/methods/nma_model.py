@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,6 @@ class AtomModel:
     eigenvalues: np.ndarray  # [K]
     spreads_A: np.ndarray  # [K]
     nodes: np.ndarray  # [n] atom indices of the network nodes
-    structure: Any  # the AtomicStructure read
 
     @property
     def centres_A(self) -> np.ndarray:
@@ -66,13 +66,26 @@ def _node_of_atom(structure: Any, nodes: np.ndarray) -> np.ndarray:
 
 def load_atom_model(path: str | os.PathLike, box: int, apix: float, n_modes: int, cutoff_A: float,
                     rms_A: float) -> AtomModel:
-    """Read ``path`` (PDB / mmCIF), place it in the box and compute its modes; one-line errors for bad input."""
+    """Read ``path`` (PDB / mmCIF), place it in the box and compute its modes; one-line errors for bad input.
+
+    The last few results are kept (keyed by the file's path and modification time and the arguments):
+    a fit reads its model once to size the run and once to start the representation.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--model {p}: no such file; give the atomic model as .pdb or .cif")
+    p = p.resolve()
+    return _load_atom_model(str(p), p.stat().st_mtime_ns, int(box), float(apix), int(n_modes), float(cutoff_A),
+                            float(rms_A))
+
+
+@lru_cache(maxsize=4)
+def _load_atom_model(path: str, mtime_ns: int, box: int, apix: float, n_modes: int, cutoff_A: float,
+                     rms_A: float) -> AtomModel:
     from cryoscape.models.elastic_network import block_twists, mode_spreads, normal_modes
     from cryoscape.simulate.structures import load_atomic_model
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"--model {p}: no such file; give the atomic model as .pdb or .cif")
     try:
         st = load_atomic_model(p)
     except InputError:
@@ -94,16 +107,17 @@ def load_atom_model(path: str | os.PathLike, box: int, apix: float, n_modes: int
     per_node = modes * (np.sqrt(nodes.size) * spreads)[:, None, None]  # RMS spread_k per node
     omega, velocity = block_twists(atoms[nodes], per_node)
     return AtomModel(atoms.astype(np.float32), st.amplitudes(), st.sigmas_A(apix), _node_of_atom(st, nodes),
-                     per_node.astype(np.float32), omega, velocity, evals, spreads, nodes, st)
+                     per_node.astype(np.float32), omega, velocity, evals, spreads, nodes)
 
 
 def save_modes(path: Path, m: AtomModel) -> None:
-    """Eigenvalues, spreads (Å) and node indices of the modes, as ``.npz`` (atomic write)."""
+    """The modes as ``.npz`` (atomic write): eigenvalues, spreads (Å), the node indices into the model's atoms,
+    and ``modes_A [K, n, 3]``, each mode's displacement of the nodes (Å per unit amplitude)."""
     from cryoscape.io.atomic import atomic_path
 
     with atomic_path(path, force=True) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, eigenvalues=m.eigenvalues, spreads_A=m.spreads_A, nodes=m.nodes)
+            np.savez(fh, eigenvalues=m.eigenvalues, spreads_A=m.spreads_A, nodes=m.nodes, modes_A=m.modes_A)
 
 
 def start_from_model(rep: Any, atom_model: AtomModel, consensus: np.ndarray | None) -> None:
@@ -122,5 +136,3 @@ def start_from_model(rep: Any, atom_model: AtomModel, consensus: np.ndarray | No
                          "placement and the image contrast (--invert)")
     with torch.no_grad():
         rep.log_scale.fill_(float(np.log(scale)))
-
-
