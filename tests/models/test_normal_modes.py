@@ -129,6 +129,8 @@ def test_representation_slices_match_its_volumes_and_its_jacobian() -> None:
         vol = rep.volumes(z[b:b + 1])[0].double()
         ref = FourierProjector(vol).slice_half(R[b:b + 1].double()).reshape(-1)
         assert float((s[b].to(torch.complex128) - ref).norm() / ref.norm()) < 0.06
+    ref0 = rep.reference_slices(R)
+    assert torch.allclose(ref0, rep.slice_half(R, torch.zeros_like(z)).detach(), atol=1e-5 * float(ref0.abs().max()))
     J = rep.latent_jacobian(R, z)
     for k in range(3):
         e = torch.zeros_like(z)

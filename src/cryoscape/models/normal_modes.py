@@ -151,9 +151,7 @@ class NormalModeModel(nn.Module):
                          ) -> torch.Tensor | None:
         """Slices of the undeformed model (the reference every conformation is a deformation of)."""
         with torch.no_grad():
-            return self.slice_half(rotations, None if self.latent_dim == 0 else
-                                   torch.zeros(rotations.reshape(-1, 3, 3).shape[0], self.latent_dim,
-                                               device=self.atoms.device), points)
+            return self.slice_half(rotations, None, points)
 
     @torch.no_grad()
     def volumes(self, z: torch.Tensor | None) -> torch.Tensor:
