@@ -55,3 +55,28 @@ def test_routing_is_undone_after_the_command(monkeypatch):
     with warnings_as_notes():
         assert warnings.showwarning is not before
     assert warnings.showwarning is before
+
+
+_ENTRY = """
+import atexit, sys
+import cryoscape.cli.main as cli
+marker = sys.argv[1]
+atexit.register(lambda: open(marker, "w").write("exit handlers ran"))
+sys.argv = ["cryoscape"] + sys.argv[2:]
+print("buffered line", end="")
+cli.entry()
+"""
+
+
+def test_the_console_entry_exits_quickly_with_the_status_and_runs_the_exit_handlers(tmp_path) -> None:
+    """``entry`` ends the process itself: the status, buffered output and exit handlers all survive."""
+    marker = tmp_path / "marker.txt"
+    ok = subprocess.run([sys.executable, "-c", _ENTRY, str(marker), "--version"], capture_output=True, text=True,
+                        timeout=120)
+    assert ok.returncode == 0 and ok.stdout.startswith("buffered line") and "cryoscape" in ok.stdout
+    assert marker.read_text() == "exit handlers ran"
+    marker.unlink()
+    bad = subprocess.run([sys.executable, "-c", _ENTRY, str(marker), "info", str(tmp_path / "none.star")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("cryoscape: error:")
+    assert len(bad.stderr.strip().splitlines()) == 1 and marker.exists()

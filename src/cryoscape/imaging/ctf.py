@@ -70,20 +70,24 @@ def ctf_from_freqs(kx_A: torch.Tensor, ky_A: torch.Tensor, defocus_u_A, defocus_
     """
     e = kx_A.ndim
     k2 = kx_A * kx_A + ky_A * ky_A
-    ang = torch.atan2(ky_A, kx_A)
+    ang2 = 2.0 * torch.atan2(ky_A, kx_A)
     dfu = _param(defocus_u_A, kx_A, e)
     dfv = _param(defocus_v_A, kx_A, e)
-    theta = torch.deg2rad(_param(defocus_angle_deg, kx_A, e))
+    theta2 = 2.0 * torch.deg2rad(_param(defocus_angle_deg, kx_A, e))
     lam = electron_wavelength_A(_param(voltage_kV, kx_A, e))
     cs = _param(cs_mm, kx_A, e) * 1e7
     q = _param(amplitude_contrast, kx_A, e)
     phi = torch.deg2rad(_param(phase_shift_deg, kx_A, e))
-    bfac = _param(bfactor_A2, kx_A, e)
-    df = 0.5 * (dfu + dfv) + 0.5 * (dfu - dfv) * torch.cos(2.0 * (ang - theta))
-    gamma = math.pi * lam * df * k2 - 0.5 * math.pi * cs * lam ** 3 * k2 * k2
+    # cos(2(α - θ)) = cos 2α cos 2θ + sin 2α sin 2θ: the transcendentals per point and per particle only
+    half_diff = 0.5 * (dfu - dfv)
+    df = 0.5 * (dfu + dfv) + (half_diff * torch.cos(theta2)) * torch.cos(ang2) + (
+        half_diff * torch.sin(theta2)) * torch.sin(ang2)
+    gamma = k2 * ((math.pi * lam) * df - (0.5 * math.pi * cs * lam ** 3) * k2)
     w = torch.atan2(q, torch.sqrt(torch.clamp(1.0 - q * q, min=0.0)))
-    ctf = torch.sin(gamma + phi + w)
-    return ctf * torch.exp(-0.25 * bfac * k2)
+    ctf = torch.sin(gamma + (phi + w))
+    if not isinstance(bfactor_A2, torch.Tensor) and not np.any(np.asarray(bfactor_A2, dtype=np.float64)):
+        return ctf  # no envelope (the common case): skip the exponential
+    return ctf * torch.exp(-0.25 * _param(bfactor_A2, kx_A, e) * k2)
 
 
 def compute_ctf(D: int, apix: float, defocus_u_A, defocus_v_A, defocus_angle_deg, voltage_kV,

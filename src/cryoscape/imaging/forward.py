@@ -22,7 +22,8 @@ import torch
 
 from ._grid import padded_size, recon_points, slice_points
 from .ctf import CTF_FIELDS, ctf_from_freqs, electron_wavelength_A
-from .projector import FourierProjector, half_to_image, image_to_half, insert_half
+from .insertion import insert_ctf_weighted, new_accumulator
+from .projector import FourierProjector, half_to_image, image_to_half
 from .shift import phase_shift_at
 
 __all__ = ["render", "render_half", "transfer_half", "transfer_at", "backproject_images"]
@@ -93,17 +94,35 @@ def _fine_dft(images: torch.Tensor, fine_kx: torch.Tensor, fine_ky: torch.Tensor
     ``kx``/``ky`` values, then gathered.
     """
     D = images.shape[-1]
-    dtype = images.dtype
-    c = torch.arange(D, device=images.device, dtype=dtype) - D // 2
-    ux, ix = torch.unique(fine_kx.to(dtype), return_inverse=True)
-    uy, iy = torch.unique(fine_ky.to(dtype), return_inverse=True)
-    ex = torch.polar(torch.ones(D, ux.shape[0], device=images.device, dtype=dtype),
-                     -2 * math.pi * c[:, None] * ux[None, :] / D)  # [D, Kx]
-    ey = torch.polar(torch.ones(uy.shape[0], D, device=images.device, dtype=dtype),
-                     -2 * math.pi * uy[:, None] * c[None, :] / D)  # [Ky, D]
-    t = torch.matmul(images.to(ex.dtype), ex)  # [B, D, Kx]
+    ex, ey, ix, iy = _fine_dft_factors(D, images.dtype, fine_kx, fine_ky)
+    # real images times the (re, im)-interleaved columns of ex: one real product, read as complex
+    ex_ri = torch.view_as_real(ex).reshape(D, -1)  # [D, 2 Kx]
+    t = torch.view_as_complex(torch.matmul(images, ex_ri).reshape(*images.shape[:-1], -1, 2))  # [B, D, Kx]
     g = torch.matmul(ey, t)  # [B, Ky, Kx]
     return g[:, iy, ix]
+
+
+_FINE_FACTORS: dict = {}
+
+
+def _fine_dft_factors(D: int, dtype: torch.dtype, fine_kx: torch.Tensor, fine_ky: torch.Tensor):
+    """``(ex [D, Kx], ey [Ky, D], ix, iy)`` of :func:`_fine_dft` for these frequencies (cached: few point sets)."""
+    key = (D, dtype, str(fine_kx.device), fine_kx.detach().cpu().numpy().tobytes(),
+           fine_ky.detach().cpu().numpy().tobytes())
+    hit = _FINE_FACTORS.get(key)
+    if hit is None:
+        device = fine_kx.device
+        c = torch.arange(D, device=device, dtype=dtype) - D // 2
+        ux, ix = torch.unique(fine_kx.to(dtype), return_inverse=True)
+        uy, iy = torch.unique(fine_ky.to(dtype), return_inverse=True)
+        ex = torch.polar(torch.ones(D, ux.shape[0], device=device, dtype=dtype),
+                         -2 * math.pi * c[:, None] * ux[None, :] / D)  # [D, Kx]
+        ey = torch.polar(torch.ones(uy.shape[0], D, device=device, dtype=dtype),
+                         -2 * math.pi * uy[:, None] * c[None, :] / D)  # [Ky, D]
+        if len(_FINE_FACTORS) >= 8:
+            _FINE_FACTORS.clear()
+        hit = _FINE_FACTORS[key] = (ex, ey, ix, iy)
+    return hit
 
 
 def backproject_images(images: torch.Tensor, rotations, shifts_A=None, ctf_params: Mapping | None = None,
@@ -163,15 +182,9 @@ def backproject_images(images: torch.Tensor, rotations, shifts_A=None, ctf_param
         ctf, phase = transfer_at(pts, apix, shifts_A, ctf_params, x.dtype)
         if phase is not None:
             y = y * phase.conj()  # the adjoint of the forward shift
-        if ctf is not None:
-            y = y * ctf
-            w = (ctf * ctf).expand(B, -1)
-        else:
-            w = torch.ones(y.shape, device=x.device, dtype=x.dtype)
-        vals = torch.stack([y.real, y.imag, w], dim=-1)  # [B, P, 3]
-        if mask is not None:
-            vals = vals * mask[:, None, None]
-        out = insert_half(vals, R, D, oversampling, out=out, points=pts)
+        if out is None:
+            out = new_accumulator(D, oversampling, 3, x.device, x.dtype)
+        out = insert_ctf_weighted(y, ctf, mask, R, D, oversampling, out, pts)
     return out
 
 

@@ -21,6 +21,7 @@ from .interpolation import _as_tensor, _chunks, _prep_rotations, _trilinear
 __all__ = [
     "new_accumulator",
     "insert_half",
+    "insert_ctf_weighted",
     "hermitian_complete",
     "complete_channels",
     "insert_slices",
@@ -70,6 +71,33 @@ def insert_half(values: torch.Tensor, rotations, D: int, oversampling: float = 2
     if scatter_cpu.usable(out, values, R):
         return scatter_cpu.scatter_trilinear(out, R, pts.kx, pts.ky, values, D, N)
     return _scatter_torch(out, R, pts, values, D, N)
+
+
+def insert_ctf_weighted(y: torch.Tensor, ctf: torch.Tensor | None, image_weights: torch.Tensor | None,
+                        rotations: torch.Tensor, D: int, oversampling: float, out: torch.Tensor,
+                        points: SlicePoints) -> torch.Tensor:
+    """Scatter the reconstruction channels ``(Re y·c, Im y·c, c²) · g`` into ``out [3, M, M, M]``.
+
+    ``y`` complex ``[B, P]`` (shift-corrected image FT values at ``points``), ``c`` the
+    CTF ``[B, P]`` (1 when None), ``g`` the image weight ``[B]`` (1 when None) times the
+    points' ``insert_weight``. The same sums as :func:`insert_half` of the stacked
+    channels; on the CPU without autograd the compiled kernel forms them in registers.
+    """
+    N = padded_size(D, oversampling)
+    R = _as_tensor(rotations, like=y.real).reshape(-1, 3, 3)
+    if scatter_cpu.usable(out, y.real, R) and not (ctf is not None and ctf.requires_grad) and not (
+            image_weights is not None and image_weights.requires_grad):
+        return scatter_cpu.scatter_ctf_weighted(out, R, points.kx, points.ky, y, ctf, image_weights,
+                                                points.insert_weight.to(out.dtype), D, N)
+    if ctf is not None:
+        y = y * ctf
+        w = (ctf * ctf).expand(y.shape)
+    else:
+        w = torch.ones(y.shape, device=y.device, dtype=y.real.dtype)
+    vals = torch.stack([y.real, y.imag, w], dim=-1)
+    if image_weights is not None:
+        vals = vals * image_weights[:, None, None]
+    return insert_half(vals, R, D, oversampling, out=out, points=points)
 
 
 def _scatter_torch(out: torch.Tensor, R: torch.Tensor, pts: SlicePoints, values: torch.Tensor,
