@@ -83,6 +83,8 @@ def test_read_frames_matches_memory_map(tmp_path: Path, fixtures_dir: Path) -> N
     frames = [7, 2, 3, 4, 0, 3, 8]  # out of order, a run, a repeat
     with open_stack(p) as st:
         np.testing.assert_array_equal(st.read_frames(frames), imgs[frames])
+        np.testing.assert_array_equal(st.read_frames(range(2, 9)), imgs[2:])  # one run read in place
+        np.testing.assert_array_equal(st.read_frames([5, 6, 1, 2]), imgs[[5, 6, 1, 2]])  # two runs, in place
         assert st.read_frames([]).shape == (0, 6, 6)
     with open_stack(fixtures_dir / "relion31.mrcs") as st:  # a stack written by RELION
         np.testing.assert_array_equal(st.read_frames([4, 0, 1]), st[[4, 0, 1]])

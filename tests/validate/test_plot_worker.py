@@ -38,3 +38,16 @@ def test_the_helper_refuses_to_overwrite_like_this_process(tmp_path: Path) -> No
         assert not plots.forked
         assert plots.save_fsc_plot(tmp_path / "other.png", _curves(), 32, 2.0).is_file()
     assert (tmp_path / "fsc.png").read_bytes() == b"keep"
+
+
+def test_a_submitted_plot_is_drawn_while_the_caller_works(tmp_path: Path) -> None:
+    mine = save_fsc_plot(tmp_path / "mine.png", _curves(), 32, 2.0, thresholds=(0.143, 0.5))
+    with PlotWorker() as plots:
+        finish = plots.submit_fsc_plot(tmp_path / "theirs.png", _curves(), 32, 2.0, thresholds=(0.143, 0.5))
+        (tmp_path / "meanwhile.txt").write_text("the caller's own work")
+        assert finish() == tmp_path / "theirs.png"
+    assert (tmp_path / "theirs.png").read_bytes() == mine.read_bytes()
+    with PlotWorker() as plots:  # an error surfaces when the caller collects the plot
+        finish = plots.submit_fsc_plot(tmp_path / "theirs.png", _curves(), 32, 2.0)
+        with pytest.raises(OutputExistsError):
+            finish()

@@ -95,8 +95,6 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return 1
     try:
-        import cryoscape.methods  # noqa: F401  registers each method's model (volume hook) for analyze, traverse, volume
-
         return int(args._run(args) or 0)
     except CryoscapeError as exc:
         print(f"cryoscape: error: {exc}", file=sys.stderr)

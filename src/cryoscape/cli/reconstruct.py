@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace, plots: Any) -> int:
         lowpass_A=args.lowpass,
     )
     elapsed = time.perf_counter() - start
-    paths = rec.save(args.output, force=args.force, plot=plots.save_fsc_plot)
+    paths = rec.save(args.output, force=args.force, plot=plots.submit_fsc_plot)
     skipped = f", {rec.n_skipped} left out for NaN/Inf pixels" if rec.n_skipped else ""
     print(f"particles: {rec.n_particles} (half sets {rec.n_half[0]} + {rec.n_half[1]}){skipped}")
     print(f"box {rec.box} px, {rec.apix:.4g} Å/px; reconstructed in {elapsed:.1f} s")

@@ -34,7 +34,9 @@ class HalfShells:
     plane_weight: float64 ``[N/2 + 1]``, ½ on the ``kx = 0`` and ``kx = N/2`` planes and 1
     elsewhere (half-grid sums weighted by it equal full-grid sums of Friedel-symmetric data);
     counts: float64 ``[D//2 + 1]``, the weighted number of voxels inside per shell;
-    n_shells: ``shell.max() + 1`` (over the whole half grid).
+    n_shells: ``shell.max() + 1`` (over the whole half grid);
+    shell_bin: flat int64 shell per voxel with the voxels outside in bin ``D//2 + 1``;
+    inside_weight: float64 plane weight per voxel, 0 outside.
     """
 
     shell: torch.Tensor
@@ -43,6 +45,8 @@ class HalfShells:
     plane_weight: torch.Tensor
     counts: torch.Tensor
     n_shells: int
+    shell_bin: torch.Tensor
+    inside_weight: torch.Tensor
 
 
 _HALF_SHELLS: dict[tuple[int, int, str], HalfShells] = {}
@@ -61,7 +65,9 @@ def _build_half_shells(D: int, N: int) -> HalfShells:
     counts = torch.zeros(D // 2 + 1, dtype=torch.float64).index_add_(
         0, shell[inside], plane_weight.expand(N, N, h + 1)[inside]
     )
-    return HalfShells(shell, inside, ~inside, plane_weight, counts, int(shell.max()) + 1)
+    shell_bin = torch.where(inside, shell, torch.full_like(shell, D // 2 + 1)).reshape(-1)
+    inside_weight = plane_weight.expand(N, N, h + 1) * inside
+    return HalfShells(shell, inside, ~inside, plane_weight, counts, int(shell.max()) + 1, shell_bin, inside_weight)
 
 
 def half_shells(D: int, oversampling: float = 2.0, device: torch.device | str | None = None) -> HalfShells:
@@ -73,7 +79,8 @@ def half_shells(D: int, oversampling: float = 2.0, device: torch.device | str | 
     if hit is None:
         cpu = _build_half_shells(int(D), N)
         hit = HalfShells(cpu.shell.to(device), cpu.inside.to(device), cpu.outside.to(device),
-                         cpu.plane_weight.to(device), cpu.counts.to(device), cpu.n_shells)
+                         cpu.plane_weight.to(device), cpu.counts.to(device), cpu.n_shells,
+                         cpu.shell_bin.to(device), cpu.inside_weight.to(device))
         _HALF_SHELLS[key] = hit
     return hit
 
@@ -113,11 +120,15 @@ def shell_gain(den: torch.Tensor, regulariser, D: int, oversampling: float = 2.0
     """
     N = padded_size(D, oversampling)
     g = half_shells(D, oversampling, den.device)
-    w = _half_slab(den, N).double()
-    lam = _regulariser_per_voxel(regulariser, g, torch.float64, den.device)
-    ratio = torch.where(w + lam > 0, w / (w + lam).clamp(min=1e-300), torch.zeros_like(w))
-    sums = torch.zeros(D // 2 + 1, dtype=torch.float64, device=den.device)
-    sums.index_add_(0, g.shell[g.inside], (ratio * g.plane_weight)[g.inside])
+    w = _half_slab(den, N)
+    dtype = torch.promote_types(w.dtype, torch.float32)
+    w = w.to(dtype)
+    total = _regulariser_per_voxel(regulariser, g, dtype, den.device).add_(w)
+    tiny = torch.finfo(dtype).tiny
+    ratio = torch.where(total > 0, w / total.clamp(min=tiny), torch.zeros_like(w))
+    # one pass: voxels outside the Nyquist sphere fall in an extra bin that is dropped
+    sums = torch.bincount(g.shell_bin, weights=(ratio.double() * g.inside_weight).reshape(-1),
+                          minlength=D // 2 + 2)[: D // 2 + 1]
     gain = sums / g.counts.clamp(min=1e-300)
     return torch.where(gain > 0, gain, torch.ones_like(gain))
 

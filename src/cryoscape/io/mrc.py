@@ -194,11 +194,17 @@ class MrcStack:
         srt = fr[order]
         breaks = np.flatnonzero(np.diff(srt) != 1) + 1
         frame_bytes = ny * nx * self.data.dtype.itemsize
+        direct = self.data.dtype == np.dtype(np.float32)  # native float32: read straight into ``out``
         for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, srt.size]):
             first, count = int(srt[lo]), int(srt[hi - 1] - srt[lo] + 1)
-            buf = _pread_exact(self._fd, count * frame_bytes, self._offset + first * frame_bytes, self.path)
+            rows = order[lo:hi]
+            offset = self._offset + first * frame_bytes
+            if direct and count == hi - lo and rows[-1] - rows[0] == count - 1 and np.all(np.diff(rows) == 1):
+                _pread_into(self._fd, out[rows[0] : rows[0] + count], offset, self.path)
+                continue
+            buf = _pread_exact(self._fd, count * frame_bytes, offset, self.path)
             block = np.frombuffer(buf, dtype=self.data.dtype).reshape(count, ny, nx)
-            out[order[lo:hi]] = block[srt[lo:hi] - first]
+            out[rows] = block[srt[lo:hi] - first]
         return out
 
     def close(self) -> None:
@@ -225,6 +231,17 @@ def _pread_exact(fd: int, n: int, offset: int, path: Path) -> bytes:
         parts.append(chunk)
         got += len(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _pread_into(fd: int, out: np.ndarray, offset: int, path: Path) -> None:
+    """Fill the contiguous array ``out`` with its size in bytes at ``offset`` of ``fd``; InputError if the file ends first."""
+    view = memoryview(out.reshape(-1)).cast("B")
+    got = 0
+    while got < view.nbytes:
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if n <= 0:
+            raise InputError(f"{path} ends before its header says; the stack is truncated, write it again")
+        got += n
 
 
 def open_stack(path: str | os.PathLike) -> MrcStack:

@@ -71,23 +71,26 @@ class Reconstruction:
         has columns shell, frequency (1/Å), resolution (Å), FSC unmasked, FSC
         masked (corrected). ``plot``: the function drawing the FSC plot, with the
         signature of :func:`cryoscape.validate.fsc.save_fsc_plot` (that one when
-        None; a :class:`cryoscape.validate.plot_worker.PlotWorker`'s in the CLI).
-        Returns the paths.
+        None); it may instead return a function that finishes the plot, called once
+        the maps are written (a :class:`cryoscape.validate.plot_worker.PlotWorker`'s
+        ``submit_fsc_plot`` in the CLI draws while the maps are written). Returns the paths.
         """
         from cryoscape.io.mrc import write_mrc
         from cryoscape.validate.fsc import save_fsc_plot, write_fsc_table
 
         paths = check_outputs(out_path, force)
+        labels = {"half maps, unmasked": self.fsc, "half maps, masked (corrected)": self.fsc_masked}
+        drawn = (plot or save_fsc_plot)(paths["fsc_png"], labels, self.box, self.apix,
+                                        thresholds=(FSC_THRESHOLD, 0.5), force=force)
         write_mrc(paths["volume"], self.volume, self.apix, force=force)
         write_mrc(paths["half1"], self.half_a, self.apix, force=force)
         write_mrc(paths["half2"], self.half_b, self.apix, force=force)
         curves = {"fsc_unmasked": self.fsc, "fsc_masked": self.fsc_masked}
         write_fsc_table(paths["fsc_txt"], curves, self.box, self.apix, force=force)
         write_fsc_table(paths["fsc_json"], curves, self.box, self.apix, force=force)
-        labels = {"half maps, unmasked": self.fsc, "half maps, masked (corrected)": self.fsc_masked}
-        (plot or save_fsc_plot)(paths["fsc_png"], labels, self.box, self.apix, thresholds=(FSC_THRESHOLD, 0.5),
-                                force=force)
         write_fsc_table(paths["filter_txt"], self.filter_table(), self.box, self.apix, force=force)
+        if callable(drawn):
+            drawn()
         return paths
 
     def filter_table(self) -> dict[str, np.ndarray]:

@@ -133,6 +133,7 @@ def wiener_volume(
     oversampling: int,
     shell_weights: np.ndarray | None = None,
     support: np.ndarray | None = None,
+    gain: np.ndarray | None = None,
 ) -> np.ndarray:
     """``V = F⁻¹[N / (W + λ(k))]`` cropped to ``[D, D, D]`` and gridding-corrected, float32 numpy.
 
@@ -146,12 +147,16 @@ def wiener_volume(
     With ``shell_weights`` ``(D//2+1,)`` the division is done at unit gain per shell,
     the volume is multiplied by the real-space ``support`` ``[D, D, D]`` (if given)
     and then each shell by its weight (see the module docstring: a filter applied
-    last cannot leak into other shells through the crop or the support).
+    last cannot leak into other shells through the crop or the support). ``gain``: the
+    :func:`~cryoscape.imaging.wiener.shell_gain` of these weights and ``λ`` when the caller has it.
     """
     w = weights.to(torch.float32)
     if shell_weights is None and support is None:
         return imaging_wiener_volume(numerator, w, regulariser, box, oversampling).to(torch.float32).cpu().numpy()
-    gain = shell_gain(w, regulariser, box, oversampling)
+    if gain is None:
+        gain = shell_gain(w, regulariser, box, oversampling)
+    else:
+        gain = torch.as_tensor(np.asarray(gain, dtype=np.float64))
     vol = imaging_wiener_volume(numerator, w, regulariser, box, oversampling, shell_factor=1.0 / gain)
     if support is not None:
         vol = vol * torch.as_tensor(np.asarray(support), dtype=vol.dtype, device=vol.device)
@@ -225,7 +230,7 @@ def _filtered(num: torch.Tensor, den: torch.Tensor, lam: torch.Tensor, kind: str
     and those weights."""
     gain = shell_gain(den.to(torch.float32), lam, box, oversampling).cpu().numpy()
     w = filter_weights(kind, ssnr, gain, full)
-    return wiener_volume(num, den, lam, box, oversampling, shell_weights=w, support=support), w
+    return wiener_volume(num, den, lam, box, oversampling, shell_weights=w, support=support, gain=gain), w
 
 
 def gold_standard(

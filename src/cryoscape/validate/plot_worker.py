@@ -17,7 +17,7 @@ import multiprocessing
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["PlotWorker"]
 
@@ -71,21 +71,40 @@ class PlotWorker:
 
         An error of the helper's is raised again by drawing here, so it reads as it would without a helper.
         """
+        return self.submit_fsc_plot(path, curves, D, apix, **options)()
+
+    def submit_fsc_plot(self, path: str | os.PathLike, curves: Any, D: int, apix: float,
+                        **options: Any) -> Callable[[], Path]:
+        """Hand the plot to the helper now; the returned function waits for it and gives its path.
+
+        The caller does other work (writing maps) while the helper draws. Without a
+        helper, or when it fails, the plot is drawn in this process when the function is called.
+        """
         from cryoscape.validate.fsc import save_fsc_plot
 
         request = {"path": str(path), "curves": {k: list(map(float, v)) for k, v in curves.items()},
                    "D": int(D), "apix": float(apix), **options}
+        sent = False
         if self.forked:
             try:
                 self._conn.send(request)
-                if self._conn.poll(_ANSWER_TIMEOUT_S):
-                    status, value = self._conn.recv()
-                    if status == "ok":
-                        return Path(value)
-            except (EOFError, OSError, BrokenPipeError):
-                pass
-            self.close()
-        return save_fsc_plot(**request)
+                sent = True
+            except (OSError, BrokenPipeError):
+                self.close()
+
+        def finish() -> Path:
+            if sent and self._conn is not None:
+                try:
+                    if self._conn.poll(_ANSWER_TIMEOUT_S):
+                        status, value = self._conn.recv()
+                        if status == "ok":
+                            return Path(value)
+                except (EOFError, OSError, BrokenPipeError):
+                    pass
+                self.close()
+            return save_fsc_plot(**request)
+
+        return finish
 
     def close(self) -> None:
         """Stop the helper (idempotent)."""
