@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cryoscape.cli.fit_compose import add_compose_parser, run_compose
+from cryoscape.cli.fit_classes import add_classes_parser, run_classes_command
 from cryoscape.cli.fit_nma import add_nma_parser, run_nma_command
 
 
@@ -26,6 +27,9 @@ methods:
   nma   an atomic model (--model PDB/mmCIF) moved along its elastic-network normal
         modes; each particle's mode amplitudes fitted to its image (HEMNMA-style).
         Writes the files of drgn plus modes.npz; `volume --pdb` gives deformed models.
+  classes  3D classification into K maps (--classes K) by EM over class posteriors
+        at the given poses. Writes class_posteriors.npy (also latents.npy), classes.npy,
+        class_01.mrc ... with half maps and FSC per class.
   compose  any representation (linear, neural, normal-modes) with any inference scheme (em,
         amortised, explicit) that makes sense; `fit compose --help` lists the pairs.
 """
@@ -90,13 +94,14 @@ other objects, such as another program's pickled checkpoint, is refused.
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``fit`` sub-command and one sub-command per method."""
-    p = subparsers.add_parser("fit", help="fit a heterogeneity method (pca, drgn, nma, or any pair by compose) into a run directory",
+    p = subparsers.add_parser("fit", help="fit a heterogeneity method (pca, drgn, nma, classes, or any pair by compose) into a run directory",
                               description=DESCRIPTION, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     methods = p.add_subparsers(dest="method", metavar="<method>", required=True)
     _add_pca(methods)
     _add_drgn(methods)
     add_nma_parser(methods)
+    add_classes_parser(methods)
     add_compose_parser(methods)
     return p
 
@@ -213,7 +218,8 @@ _DRGN_OPTIONS = ("base", "encoder", "beta", "batch_size", "lr", "latent_lr", "wa
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen method."""
-    return {"pca": _run_pca, "drgn": _run_drgn, "nma": run_nma_command, "compose": run_compose}[args.method](args)
+    return {"pca": _run_pca, "drgn": _run_drgn, "nma": run_nma_command, "classes": run_classes_command,
+            "compose": run_compose}[args.method](args)
 
 
 def _run_drgn(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ REPRESENTATION_KINDS: dict[str, str] = {
     "linear": "mean plus principal volumes, V(z) = X0 + sum_k z_k X_k",
     "neural": "an MLP over positional-encoded 3D frequencies and z (Fourier domain, Hermitian)",
     "normal-modes": "an atomic model moved along its elastic-network normal modes, drawn as Gaussian atoms",
+    "discrete": "K class maps; the latent is the vector of class probabilities, V(z) = sum_k z_k V_k",
 }
 INFERENCE_SCHEMES: dict[str, str] = {
     "em": "expectation-maximisation over closed-form latent posteriors",
@@ -94,6 +95,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            _GRADIENT, _GRADIENT_VOLUME, {"latent_dim": 8}, preset=True),
     Method("nma", "normal-modes", "explicit", "atomic model moved along its normal modes, amplitudes per particle",
            "cryoscape.methods.nma:run_nma", _GRADIENT_VOLUME, {"latent_dim": 10}, preset=True),
+    Method("classes", "discrete", "em", "3D classification: K maps, class posteriors by EM at the given poses",
+           "cryoscape.methods.classes:run_classes", "cryoscape.methods.classes:classes_volume", {"latent_dim": 3},
+           preset=True, passes_option="iterations"),
     Method("neural-explicit", "neural", "explicit", "neural hyper-molecule with one latent per particle",
            _GRADIENT, _GRADIENT_VOLUME, {"latent_dim": 8, "latents": "explicit", "method": "neural-explicit"}),
     Method("linear-amortised", "linear", "amortised", "principal volumes with a VAE encoder",
@@ -108,6 +112,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 """Every method by name, presets first."""
 
 _NOT_SENSIBLE: dict[tuple[str, str], str] = {
+    ("discrete", "amortised"): "a particle's class is discrete and its posterior closed-form; the class maps are "
+                               "fitted by EM (cryoscape fit classes)",
+    ("discrete", "explicit"): "a particle's class is discrete and its posterior closed-form; the class maps are "
+                              "fitted by EM (cryoscape fit classes)",
     ("normal-modes", "em"): "the atoms move nonlinearly in the image with the mode amplitudes (no closed-form "
                             "posteriors); use cryoscape fit nma (explicit amplitudes per particle)",
     ("neural", "em"): "EM over posteriors needs a representation linear in its latent (closed-form Gaussian "

@@ -7,7 +7,9 @@ representation keeps and every inference scheme relies on. The kinds here:
 * ``neural``: an MLP over positional encodings of 3D frequencies and a latent
   (:mod:`cryoscape.models.neural`);
 * ``normal-modes``: an atomic model moved along its elastic-network modes
-  (:mod:`cryoscape.models.normal_modes`).
+  (:mod:`cryoscape.models.normal_modes`);
+* ``discrete``: K class maps, the latent a vector of class probabilities
+  (:mod:`cryoscape.models.discrete`).
 
 Adding a representation is one module and one line in :data:`REPRESENTATIONS`.
 """
@@ -26,6 +28,7 @@ REPRESENTATIONS: dict[str, str] = {
     "linear": "cryoscape.models.linear:LinearHyperMolecule",
     "neural": "cryoscape.models.neural:NeuralHyperMolecule",
     "normal-modes": "cryoscape.models.normal_modes:NormalModeModel",
+    "discrete": "cryoscape.models.discrete:DiscreteVolumes",
 }
 """Representation kind -> ``module:class``; each class has ``from_config(config)``."""
 

@@ -67,7 +67,7 @@ def subset_labels(particles: Any, half_sets: bool | np.ndarray, seed: int) -> tu
     return np.zeros(n, dtype=np.int64), 1
 
 
-def _ctf_columns(particles: Any) -> dict[str, np.ndarray]:
+def ctf_columns(particles: Any) -> dict[str, np.ndarray]:
     """The :data:`CTF_FIELDS` of every particle as ``(N,)`` float64 arrays (absent fields 0)."""
     table = particles.ctf_table()
     n = len(particles)
@@ -153,7 +153,7 @@ def backproject(
     bp = Backprojector(int(particles.box), float(particles.apix), oversampling, n_sets, device)
     if hasattr(sub, "check_images"):
         sub.check_images()  # missing stacks or frames fail here, before the progress bar
-    ctf_cols = _ctf_columns(sub) if use_ctf and bool(particles.has_ctf) else None
+    ctf_cols = ctf_columns(sub) if use_ctf and bool(particles.has_ctf) else None
     rotations = np.asarray(sub.rotations)
     shifts = None if getattr(sub, "shifts_A", None) is None else np.asarray(sub.shifts_A)
     tally = {"skipped": 0, "first_bad": -1}
