@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "simulate",
     "info",
     "reconstruct",
+    "refine",
     "fsc",
     "fit",
     "volume",
