@@ -77,3 +77,24 @@ def test_local_search_moves_to_the_neighbouring_pose() -> None:
     assert np.allclose(geodesic_distance_deg(hits.rotations.numpy(), truth.numpy()), 0.0, atol=1e-3)
     assert torch.allclose(hits.origins_A, true_o, atol=1e-6)
     assert bool((hits.confidence > 0.5).all())
+    # the posterior mean: on noise-free images the posterior sits on the true candidate, so the mean is it
+    _, vectors = local_rotations(4.0, vectors=True)
+    mean = local_search(model, centres, start_o, offsets, steps, y, ctf, torch.ones(pts.numel()), pts, APIX,
+                        offset_vectors=torch.as_tensor(vectors, dtype=torch.float32))
+    assert np.allclose(geodesic_distance_deg(mean.rotations.numpy(), truth.numpy()), 0.0, atol=1e-2)
+    assert torch.allclose(mean.origins_A, true_o, atol=1e-4)
+
+
+def test_the_posterior_mean_lies_between_two_equally_likely_candidates() -> None:
+    """Two candidates with equal scores: the mean pose is half-way (the rotation of half the offset)."""
+    from cryoscape.inference.pose_search import _posterior_mean_hits
+
+    offsets, vectors = local_rotations(6.0, vectors=True)
+    J = offsets.shape[0]
+    score = torch.full((1, J, 1), -1e9)
+    score[0, 0, 0] = score[0, 1, 0] = 0.0  # the identity and the first face neighbour
+    R = torch.as_tensor(offsets, dtype=torch.float32)[None].expand(1, J, 3, 3).reshape(-1, 3, 3)
+    hits = _posterior_mean_hits(score, torch.ones_like(score), torch.eye(3)[None], torch.zeros(1, 2),
+                                torch.as_tensor(vectors, dtype=torch.float32), torch.zeros(1, 2), R, torch.zeros(1, 2))
+    assert geodesic_distance_deg(hits.rotations.numpy()[0], np.eye(3)) == pytest.approx(3.0, abs=1e-3)
+    assert float(hits.confidence[0]) == pytest.approx(0.5, abs=1e-6)

@@ -62,13 +62,13 @@ def shift_grid_A(max_px: float, step_px: float, apix: float) -> np.ndarray:
     return np.stack([xx[keep], yy[keep]], axis=-1) * apix
 
 
-def local_rotations(step_deg: float, reach: int = 1) -> np.ndarray:
+def local_rotations(step_deg: float, reach: int = 1, vectors: bool = False):
     """Small rotations ``[J, 3, 3]``: axis-angle vectors on the cube grid ``{-reach..reach}³ · step``
-    (``J = (2 reach + 1)³``, the identity first)."""
+    (``J = (2 reach + 1)³``, the identity first); with ``vectors`` also those vectors ``[J, 3]`` (radians)."""
     r = np.arange(-reach, reach + 1)
     v = np.stack(np.meshgrid(r, r, r, indexing="ij"), axis=-1).reshape(-1, 3).astype(np.float64)
-    v = v[np.argsort(np.sum(v ** 2, axis=1), kind="stable")]
-    return axis_angle_to_matrix(np.deg2rad(step_deg) * v)
+    v = np.deg2rad(step_deg) * v[np.argsort(np.sum(v ** 2, axis=1), kind="stable")]
+    return (axis_angle_to_matrix(v), v) if vectors else axis_angle_to_matrix(v)
 
 
 @dataclass
@@ -151,11 +151,15 @@ def _cat_hits(parts: list[PoseHits]) -> PoseHits:
 
 def local_search(model, centres: torch.Tensor, origins_A: torch.Tensor, offsets: torch.Tensor,
                  shift_offsets_A: torch.Tensor, y: torch.Tensor, ctf: torch.Tensor | None, w: torch.Tensor,
-                 points: torch.Tensor, apix: float) -> PoseHits:
+                 points: torch.Tensor, apix: float, offset_vectors: torch.Tensor | None = None) -> PoseHits:
     """Rotations ``centres[b] · offsets[j]`` against origins ``origins_A[b] + shift_offsets_A[t]`` per image.
 
     ``centres [B, 3, 3]``, ``offsets [J, 3, 3]`` (small rotations, the identity among them),
-    ``origins_A [B, 2]``, ``shift_offsets_A [T, 2]``; data as in :func:`global_search`.
+    ``origins_A [B, 2]``, ``shift_offsets_A [T, 2]``; data as in :func:`global_search`. With
+    ``offset_vectors [J, 3]`` (the offsets' axis-angle vectors, radians) the returned pose is the
+    posterior mean instead of the most probable candidate: ``centres · exp(Σ_j p_j v_j)`` and the
+    mean origin. Where the posterior is wider than the steps (noisy images) the most probable of a
+    few candidates is mostly noise and moves every particle by a step each pass; the mean does not.
     """
     B, J, T = centres.shape[0], offsets.shape[0], shift_offsets_A.shape[0]
     D = int(model.box)
@@ -170,6 +174,8 @@ def local_search(model, centres: torch.Tensor, origins_A: torch.Tensor, offsets:
     cross = torch.cat([S.real, S.imag], 2).to(torch.float32) @ torch.cat([ub.real, ub.imag], 2).transpose(1, 2)
     norm = ((S.real ** 2 + S.imag ** 2).to(torch.float32) * c2[:, None, :].to(torch.float32)).sum(-1)  # [B, J]
     score, scale = pose_scores(cross, norm[:, :, None])  # [B, J, T]
+    if offset_vectors is not None:  # the posterior mean as the pose (see the docstring)
+        return _posterior_mean_hits(score, scale, centres, origins_A, offset_vectors, shift_offsets_A, R, origins)
     idx, wts, conf = _top(score.reshape(B, -1).double(), TOP_POSES)
     j, t = idx // T, idx % T
     Rj = R.reshape(B, J, 3, 3)
@@ -177,3 +183,21 @@ def local_search(model, centres: torch.Tensor, origins_A: torch.Tensor, offsets:
     top_o = torch.gather(origins.reshape(B, T, 2), 1, t[:, :, None].expand(-1, -1, 2))
     best_scale = scale.reshape(B, -1).gather(1, idx[:, :1])[:, 0]
     return PoseHits(top_R[:, 0], top_o[:, 0], conf.float(), best_scale, top_R, top_o, wts.float())
+
+def _posterior_mean_hits(score, scale, centres, origins_A, vectors, shift_offsets_A, R, origins) -> PoseHits:
+    """:class:`PoseHits` whose best pose is the posterior mean over the local candidates."""
+    from cryoscape.geometry.rotations import axis_angle_to_matrix
+
+    B, J, T = score.shape
+    p = torch.softmax(score.reshape(B, -1).double(), dim=1).reshape(B, J, T)
+    pj, pt = p.sum(2), p.sum(1)  # [B, J], [B, T]
+    v = pj @ vectors.double()  # [B, 3]
+    turn = torch.as_tensor(axis_angle_to_matrix(v.cpu().numpy()), dtype=centres.dtype, device=centres.device)
+    mean_R = centres @ turn
+    mean_o = origins_A + (pt @ shift_offsets_A.double()).to(origins_A.dtype)
+    idx, wts, conf = _top(score.reshape(B, -1).double(), TOP_POSES)
+    j, t = idx // T, idx % T
+    top_R = torch.gather(R.reshape(B, J, 3, 3), 1, j[:, :, None, None].expand(-1, -1, 3, 3))
+    top_o = torch.gather(origins.reshape(B, T, 2), 1, t[:, :, None].expand(-1, -1, 2))
+    best_scale = scale.reshape(B, -1).gather(1, idx[:, :1])[:, 0]
+    return PoseHits(mean_R, mean_o, conf.float(), best_scale, top_R, top_o, wts.float())

@@ -6,8 +6,9 @@ map of the particle's own half set (gold standard: the two halves are refined
 independently from the same low-passed start) with the pose-search scheme of
 :mod:`cryoscape.inference.pose_search`, on the frequencies the maps resolve
 (frequency marching: shells up to the half maps' FSC 0.143 resolution plus
-:data:`MARGIN_SHELLS`, never shrinking; the first pass up to the initial
-low-pass); the M-step backprojects every image at its :data:`TOP_POSES` most
+:data:`MARGIN_SHELLS`, never shrinking and growing by at most ``march_factor``
+per pass, since early half maps share the bias of their common start; the
+first pass up to the initial low-pass); the M-step backprojects every image at its :data:`TOP_POSES` most
 probable poses weighted by their posteriors (the marginal over poses) into the
 half-set accumulators, and each half is Wiener-filtered from the FSC of the two
 (:func:`cryoscape.reconstruct.wiener.gold_standard`), as ``cryoscape reconstruct``
@@ -59,6 +60,7 @@ class RefineSettings:
     global_level: int = 2
     global_iterations: int = 3
     max_shift_px: float = 3.0
+    march_factor: float = 1.5
     local_steps_deg: tuple[float, ...] = (7.5, 3.75, 1.875, 0.94)
     batch_size: int = 256
     seed: int = 0
@@ -110,7 +112,7 @@ def refine_poses(particles: Any, initial: torch.Tensor, settings: RefineSettings
         models = [make_model(torch.as_tensor(gs.half_a)), make_model(torch.as_tensor(gs.half_b))]
         r143 = _first_below(np.asarray(gs.fsc), 0.143)
         e_res = D * apix / kmax
-        kmax = max(kmax, min(D // 2 - 1, r143 + MARGIN_SHELLS))
+        kmax = max(kmax, min(D // 2 - 1, r143 + MARGIN_SHELLS, s.march_factor * kmax))
         moved = _angle_deg(prev, rot) if it > 1 else None
         entry = {"iteration": it, "search": kind, "step_deg": step or None, "e_step_resolution_A": round(e_res, 2),
                  "resolution_A": round(D * apix / max(r143, 1), 2), "mean_confidence": round(float(conf.mean()), 4),
@@ -142,7 +144,9 @@ def _one_pass(particles, models, halves, rot, org, conf, noise, kmax, kind, step
         origins = torch.as_tensor(shift_grid_A(s.max_shift_px, 1.0, apix), dtype=torch.float32, device=dev)
         slices = [m.slice_half(grid, None, pts) for m in models]
     else:
-        offsets = torch.as_tensor(local_rotations(step), dtype=torch.float32, device=dev)
+        offsets_np, vectors_np = local_rotations(step, vectors=True)
+        offsets = torch.as_tensor(offsets_np, dtype=torch.float32, device=dev)
+        vectors = torch.as_tensor(vectors_np, dtype=torch.float32, device=dev)
         sh = min(0.5, step / 7.5) * apix
         shift_off = torch.as_tensor(shift_grid_A(1.5, 1.0, 1.0) * sh, dtype=torch.float32, device=dev)
     bar = _bar(len(particles), progress, desc)
@@ -164,7 +168,7 @@ def _one_pass(particles, models, halves, rot, org, conf, noise, kmax, kind, step
             else:
                 hits = local_search(models[half], torch.as_tensor(rot[idx[rows]], dtype=torch.float32, device=dev),
                                     torch.as_tensor(org[idx[rows]], dtype=torch.float32, device=dev), offsets,
-                                    shift_off, y[r_t], c_h, w, pts, apix)
+                                    shift_off, y[r_t], c_h, w, pts, apix, offset_vectors=vectors)
             rot[idx[rows]] = hits.rotations.double().cpu().numpy()
             org[idx[rows]] = hits.origins_A.double().cpu().numpy()
             conf[idx[rows]] = hits.confidence.double().cpu().numpy()
